@@ -1,0 +1,43 @@
+# `make run` and `make test` work on a fresh machine with Python 3.11+ and make:
+# each creates .venv on first use and installs what it needs.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: run test lint typecheck check clean
+
+run: $(VENV)/.run-deps  ## Start the service on http://$(HOST):$(PORT) (SQLite in ./data)
+	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.dev-deps  ## Run the test suite
+	$(BIN)/pytest
+
+lint: $(VENV)/.dev-deps  ## Lint with ruff
+	$(BIN)/ruff check .
+
+typecheck: $(VENV)/.dev-deps  ## Type-check with mypy (strict)
+	$(BIN)/mypy .
+
+check: lint typecheck test  ## Everything CI runs
+
+clean:  ## Remove the virtualenv and caches (keeps ./data)
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "MessageApp needs Python 3.11 or newer (try: make PYTHON=python3.11 ...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# The stamp files make pip run again only when a requirements file changes.
+$(VENV)/.run-deps: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.run-deps
