@@ -1,0 +1,86 @@
+"""Settings, read once from environment variables when the app starts."""
+
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode
+
+# Keys that appear in tutorials and .env examples; accepting one would let
+# anybody who read the same tutorial forge tokens.
+PLACEHOLDER_KEYS = {"changethis", "changeme", "secret", "secret-key", "your-secret-key"}
+MIN_SECRET_KEY_LENGTH = 32
+SECRET_KEY_FILE = "secret_key"
+
+
+class Settings(BaseSettings):
+    """Every field is read from the environment variable of the same name."""
+
+    DATA_DIR: Path = Path("data")
+    DATABASE_URL: str = ""  # empty: SQLite file in DATA_DIR
+    SECRET_KEY: str = ""  # empty: generated once into DATA_DIR/secret_key
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1)
+    CORS_ORIGINS: Annotated[list[str], NoDecode] = []
+    ADMIN_USERNAMES: Annotated[list[str], NoDecode] = []
+
+    # Failed-login limiting: this many failures for one username within the
+    # window answer 429 until the oldest of them leaves the window.
+    LOGIN_MAX_FAILURES: int = Field(default=10, ge=1)
+    LOGIN_FAILURE_WINDOW_SECONDS: int = Field(default=300, ge=1)
+    # How many argon2 hashes one worker process runs at once (19 MiB each).
+    HASH_CONCURRENCY: int = Field(default=2, ge=1)
+    MAX_BODY_BYTES: int = Field(default=64 * 1024, ge=1)
+    SQLITE_BUSY_TIMEOUT_SECONDS: float = Field(default=5.0, ge=0)
+
+    @field_validator("CORS_ORIGINS", "ADMIN_USERNAMES", mode="before")
+    @classmethod
+    def split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def resolve_defaults(self) -> "Settings":
+        self.DATA_DIR.mkdir(parents=True, exist_ok=True)
+        if not self.DATABASE_URL:
+            self.DATABASE_URL = f"sqlite:///{self.DATA_DIR / 'messageapp.db'}"
+        if self.SECRET_KEY:
+            if (
+                len(self.SECRET_KEY) < MIN_SECRET_KEY_LENGTH
+                or self.SECRET_KEY.lower() in PLACEHOLDER_KEYS
+            ):
+                raise ValueError(
+                    f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} random "
+                    "characters (or unset, to generate one into DATA_DIR)"
+                )
+        else:
+            self.SECRET_KEY = load_or_create_secret_key(self.DATA_DIR / SECRET_KEY_FILE)
+        return self
+
+    @property
+    def admin_usernames(self) -> set[str]:
+        return {name.lower() for name in self.ADMIN_USERNAMES}
+
+
+def load_or_create_secret_key(path: Path) -> str:
+    """Read the key file, or create it (mode 600) if this is the first start."""
+    if path.exists():
+        return path.read_text().strip()
+    # Write a private temporary file, then link it into place: link fails if
+    # another worker process won the race, and nobody ever reads a half-written key.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(48))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()
+
+
+settings = Settings()

@@ -1,0 +1,545 @@
+"""Queries and changes behind the routes.
+
+Helpers never raise HTTPException: they return None or False when something
+is missing or taken, and the route picks the status. Every list is loaded in
+a fixed number of queries, however many rows it has (authors, members and
+last messages are fetched in bulk, never one query per row).
+"""
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, delete, false, func
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, col, select
+
+from config import settings
+from db import GENERAL_CHANNEL
+from models import (
+    Conversation,
+    ConversationKind,
+    ConversationPublic,
+    LoginFailure,
+    Membership,
+    Message,
+    MessageCreate,
+    MessagePublic,
+    RevokedToken,
+    Role,
+    User,
+    UserCreate,
+    UserPublic,
+    utcnow,
+)
+
+# --- Users -----------------------------------------------------------------
+
+
+def _lower_username() -> ColumnElement[str]:
+    # The same expression as the unique index, so lookups can use that index.
+    return func.lower(User.username)
+
+
+def get_user_by_username(session: Session, username: str) -> User | None:
+    return session.exec(select(User).where(_lower_username() == username.lower())).first()
+
+
+def get_users_by_usernames(session: Session, usernames: list[str]) -> dict[str, User]:
+    """The users that exist among `usernames`, keyed by lower-cased username."""
+    wanted = {name.lower() for name in usernames}
+    users = session.exec(select(User).where(_lower_username().in_(wanted))).all()
+    return {user.username.lower(): user for user in users}
+
+
+def search_users(session: Session, prefix: str, limit: int) -> Sequence[User]:
+    pattern = _escape_like(prefix.lower()) + "%"
+    return session.exec(
+        select(User)
+        .where(_lower_username().like(pattern, escape=LIKE_ESCAPE))
+        .order_by(_lower_username())
+        .limit(limit)
+    ).all()
+
+
+def create_user(session: Session, user_in: UserCreate, hashed_password: str) -> User | None:
+    """Create the user and make them a member of `general`; None if the name is taken."""
+    if get_user_by_username(session, user_in.username) is not None:
+        return None
+    role = Role.admin if user_in.username.lower() in settings.admin_usernames else Role.member
+    user = User.model_validate(user_in, update={"hashed_password": hashed_password, "role": role})
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:  # the same name registered a moment ago
+        session.rollback()
+        return None
+    general = session.exec(
+        select(Conversation).where(Conversation.channel_key == GENERAL_CHANNEL)
+    ).first()
+    if general is not None:
+        _add_membership(session, general, user)
+    session.commit()
+    return user
+
+
+def update_user(session: Session, user: User, changes: dict[str, object]) -> User:
+    user.sqlmodel_update(changes)
+    session.add(user)
+    session.commit()
+    return user
+
+
+def set_password(session: Session, user: User, hashed_password: str) -> None:
+    """Store the new hash and bump the token version, revoking every older token."""
+    user.hashed_password = hashed_password
+    user.token_version += 1
+    session.add(user)
+    session.commit()
+
+
+# --- Login limiting and token revocation -----------------------------------
+
+
+def login_retry_after(session: Session, username_key: str, now: datetime) -> int | None:
+    """Seconds until `username_key` may try to log in again, or None if it may now."""
+    window_start = now - timedelta(seconds=settings.LOGIN_FAILURE_WINDOW_SECONDS)
+    recent = session.exec(
+        select(LoginFailure.failed_at)
+        .where(
+            LoginFailure.username_key == username_key,
+            LoginFailure.failed_at > window_start,
+        )
+        .order_by(col(LoginFailure.failed_at).desc())
+        .limit(settings.LOGIN_MAX_FAILURES)
+    ).all()
+    if len(recent) < settings.LOGIN_MAX_FAILURES:
+        return None
+    # Blocked until the oldest of those failures leaves the window.
+    return max(1, math.ceil((recent[-1] - window_start).total_seconds()))
+
+
+def record_login_failure(session: Session, username_key: str, now: datetime) -> None:
+    window_start = now - timedelta(seconds=settings.LOGIN_FAILURE_WINDOW_SECONDS)
+    session.exec(delete(LoginFailure).where(col(LoginFailure.failed_at) <= window_start))
+    session.add(LoginFailure(username_key=username_key, failed_at=now))
+    session.commit()
+
+
+def clear_login_failures(session: Session, username_key: str) -> None:
+    session.exec(delete(LoginFailure).where(col(LoginFailure.username_key) == username_key))
+    session.commit()
+
+
+def is_token_revoked(session: Session, jti: str) -> bool:
+    return session.get(RevokedToken, jti) is not None
+
+
+def revoke_token(session: Session, jti: str, expires_at: datetime) -> None:
+    # Rows of tokens that have expired anyway are no longer needed.
+    session.exec(delete(RevokedToken).where(col(RevokedToken.expires_at) < utcnow()))
+    session.add(RevokedToken(jti=jti, expires_at=expires_at))
+    session.commit()
+
+
+# --- Conversations ---------------------------------------------------------
+
+
+@dataclass
+class ConversationAccess:
+    """A conversation the caller may see, and their membership of it."""
+
+    conversation: Conversation
+    membership: Membership | None  # None: a channel the caller has not joined
+
+
+def get_conversation_access(
+    session: Session, conversation_id: int, user: User
+) -> ConversationAccess | None:
+    """None if the conversation does not exist or `user` may not see it."""
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
+        return None
+    membership = get_membership(session, conversation, user)
+    if membership is None and conversation.kind != ConversationKind.channel:
+        return None
+    return ConversationAccess(conversation, membership)
+
+
+def get_membership(session: Session, conversation: Conversation, user: User) -> Membership | None:
+    return session.get(Membership, (conversation.id, user.id))
+
+
+def direct_key(a: User, b: User) -> str:
+    """ "<lower id>:<higher id>": the same key whichever of the two asks."""
+    assert a.id is not None and b.id is not None
+    low, high = sorted((a.id, b.id))
+    return f"{low}:{high}"
+
+
+def get_direct_conversation(session: Session, a: User, b: User) -> Conversation | None:
+    return session.exec(
+        select(Conversation).where(Conversation.direct_key == direct_key(a, b))
+    ).first()
+
+
+def create_conversation(
+    session: Session,
+    kind: ConversationKind,
+    title: str | None,
+    creator: User,
+    others: Sequence[User] = (),
+) -> Conversation | None:
+    """Create it with its first members; None if its direct pair or channel title is taken."""
+    conversation = Conversation(kind=kind, title=title)
+    if kind == ConversationKind.direct:
+        conversation.direct_key = direct_key(creator, others[0])
+    elif kind == ConversationKind.channel and title is not None:
+        conversation.channel_key = title.casefold()
+    session.add(conversation)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        return None
+    for user in (creator, *others):
+        _add_membership(session, conversation, user)
+    session.commit()
+    return conversation
+
+
+def _add_membership(session: Session, conversation: Conversation, user: User) -> None:
+    # A newcomer starts with everything before their arrival read: joining a
+    # busy channel does not bury them under its whole history as "unread".
+    session.add(
+        Membership(
+            conversation_id=conversation.id,
+            user_id=user.id,
+            last_read_message_id=latest_message_id(session, conversation),
+        )
+    )
+
+
+def add_member(session: Session, access: ConversationAccess, user: User) -> None:
+    """Make `user` a member; nothing happens if they already are one."""
+    if get_membership(session, access.conversation, user) is None:
+        _add_membership(session, access.conversation, user)
+        session.commit()
+
+
+def remove_member(session: Session, access: ConversationAccess) -> None:
+    if access.membership is not None:
+        session.delete(access.membership)
+        session.commit()
+
+
+def member_count(session: Session, conversation: Conversation) -> int:
+    return session.exec(
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.conversation_id == conversation.id)
+    ).one()
+
+
+def list_members(
+    session: Session, conversation: Conversation, limit: int, offset: int
+) -> Sequence[User]:
+    return session.exec(
+        select(User)
+        .join(Membership, col(Membership.user_id) == User.id)
+        .where(Membership.conversation_id == conversation.id)
+        .order_by(_lower_username())
+        .offset(offset)
+        .limit(limit)
+    ).all()
+
+
+def mark_read(session: Session, membership: Membership, message_id: int) -> None:
+    """Move the read marker forward to `message_id`; never backward."""
+    if message_id > membership.last_read_message_id:
+        membership.last_read_message_id = message_id
+        session.add(membership)
+        session.commit()
+
+
+def list_conversations(
+    session: Session, user: User, limit: int, offset: int
+) -> Sequence[Conversation]:
+    """The user's conversations, latest activity (last message, else creation) first."""
+    last_message_at = (
+        select(Message.created_at)
+        .where(Message.conversation_id == Conversation.id)
+        .order_by(col(Message.id).desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    activity = func.coalesce(last_message_at, Conversation.created_at)
+    return session.exec(
+        select(Conversation)
+        .join(Membership, col(Membership.conversation_id) == Conversation.id)
+        .where(Membership.user_id == user.id)
+        .order_by(activity.desc(), col(Conversation.id).desc())
+        .offset(offset)
+        .limit(limit)
+    ).all()
+
+
+def list_channels(session: Session, limit: int, offset: int) -> Sequence[Conversation]:
+    return session.exec(
+        select(Conversation)
+        .where(Conversation.kind == ConversationKind.channel)
+        .order_by(col(Conversation.channel_key))
+        .offset(offset)
+        .limit(limit)
+    ).all()
+
+
+def conversation_publics(
+    session: Session, conversations: Sequence[Conversation], viewer: User
+) -> list[ConversationPublic]:
+    """The public form of each conversation as `viewer` sees it, in five queries."""
+    if not conversations:
+        return []
+    ids = [c.id for c in conversations]
+    in_page = col(Membership.conversation_id).in_(ids)
+
+    mine = session.exec(
+        select(Membership.conversation_id).where(in_page, Membership.user_id == viewer.id)
+    ).all()
+    counts = dict(
+        session.exec(
+            select(Membership.conversation_id, func.count())
+            .where(in_page)
+            .group_by(col(Membership.conversation_id))
+        ).all()
+    )
+
+    # Member lists for direct and group conversations (channels have none).
+    members: dict[int | None, list[UserPublic]] = defaultdict(list)
+    private_ids = [c.id for c in conversations if c.kind != ConversationKind.channel]
+    if private_ids:
+        rows = session.exec(
+            select(Membership.conversation_id, User)
+            .join(User, col(User.id) == Membership.user_id)
+            .where(col(Membership.conversation_id).in_(private_ids))
+            .order_by(_lower_username())
+        ).all()
+        for conversation_id, user in rows:
+            members[conversation_id].append(UserPublic.model_validate(user))
+
+    # Each conversation's newest message: max(id) per conversation is one
+    # index lookup each, where a GROUP BY would read every message.
+    newer = aliased(Message)
+    newest_id = (
+        select(func.max(newer.id)).where(newer.conversation_id == Conversation.id).scalar_subquery()
+    )
+    newest_ids = select(newest_id).where(col(Conversation.id).in_(ids))
+    last: dict[int | None, MessagePublic] = {
+        message.conversation_id: message_public(message, author)
+        for message, author in _with_authors(session, col(Message.id).in_(newest_ids))
+    }
+
+    unread: dict[int | None, int] = dict(
+        session.exec(
+            select(Message.conversation_id, func.count())
+            .join(
+                Membership,
+                and_(
+                    col(Membership.conversation_id) == Message.conversation_id,
+                    col(Membership.user_id) == viewer.id,
+                ),
+            )
+            .where(
+                col(Message.conversation_id).in_(ids),
+                col(Message.id) > Membership.last_read_message_id,
+                Message.author_id != viewer.id,
+                Message.deleted == false(),
+            )
+            .group_by(col(Message.conversation_id))
+        ).all()
+    )
+
+    return [
+        ConversationPublic.model_validate(
+            c,
+            update={
+                "member_count": counts.get(c.id, 0),
+                "members": None if c.kind == ConversationKind.channel else members[c.id],
+                "is_member": c.id in mine,
+                "last_message": last.get(c.id),
+                "unread_count": unread.get(c.id, 0),
+            },
+        )
+        for c in conversations
+    ]
+
+
+def conversation_public(
+    session: Session, conversation: Conversation, viewer: User
+) -> ConversationPublic:
+    return conversation_publics(session, [conversation], viewer)[0]
+
+
+# --- Messages --------------------------------------------------------------
+
+
+def message_public(message: Message, author: User) -> MessagePublic:
+    return MessagePublic.model_validate(
+        message, update={"author": UserPublic.model_validate(author)}
+    )
+
+
+def _with_authors(
+    session: Session, *conditions: ColumnElement[bool]
+) -> Sequence[tuple[Message, User]]:
+    return session.exec(
+        select(Message, User)
+        .join(User, col(User.id) == Message.author_id)
+        .where(*conditions)
+        .order_by(col(Message.id))
+    ).all()
+
+
+def latest_message_id(session: Session, conversation: Conversation) -> int:
+    newest = session.exec(
+        select(func.max(Message.id)).where(Message.conversation_id == conversation.id)
+    ).one()
+    return newest or 0
+
+
+def get_message(session: Session, message_id: int) -> Message | None:
+    return session.get(Message, message_id)
+
+
+def get_author(session: Session, message: Message) -> User:
+    author = session.get(User, message.author_id)
+    assert author is not None  # the foreign key guarantees it
+    return author
+
+
+def get_message_by_client_id(
+    session: Session, conversation: Conversation, author: User, client_id: str
+) -> Message | None:
+    return session.exec(
+        select(Message).where(
+            Message.conversation_id == conversation.id,
+            Message.author_id == author.id,
+            Message.client_id == client_id,
+        )
+    ).first()
+
+
+def create_message(
+    session: Session, conversation: Conversation, author: User, message_in: MessageCreate
+) -> tuple[Message, bool]:
+    """Store the message and return it with True; or, if this author already
+    sent its client_id here, return that earlier message with False."""
+    client_id = message_in.client_id
+    if client_id is not None:
+        earlier = get_message_by_client_id(session, conversation, author, client_id)
+        if earlier is not None:
+            return earlier, False
+    message = Message.model_validate(
+        message_in, update={"conversation_id": conversation.id, "author_id": author.id}
+    )
+    session.add(message)
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent retry with the same client_id committed first.
+        session.rollback()
+        earlier = (
+            get_message_by_client_id(session, conversation, author, client_id)
+            if client_id is not None
+            else None
+        )
+        if earlier is None:
+            raise
+        return earlier, False
+    return message, True
+
+
+def edit_message(session: Session, message: Message, content: str) -> Message:
+    message.content = content
+    message.edited_at = utcnow()
+    session.add(message)
+    session.commit()
+    return message
+
+
+def delete_message(session: Session, message: Message) -> None:
+    """Replace the message by a tombstone: the text is gone for good."""
+    message.content = None
+    message.deleted = True
+    session.add(message)
+    session.commit()
+
+
+def message_history(
+    session: Session,
+    conversation: Conversation,
+    limit: int,
+    before: int | None = None,
+    after: int | None = None,
+) -> list[tuple[Message, User]]:
+    """A page of history in ascending id order; see GET /conversations/{id}/messages."""
+    # Keyset paging: "id < before" walks the (conversation_id, id) index from
+    # that point, so a page deep in the history costs what the newest one does.
+    query = (
+        select(Message, User)
+        .join(User, col(User.id) == Message.author_id)
+        .where(Message.conversation_id == conversation.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(col(Message.id) > after).order_by(col(Message.id))
+        return list(session.exec(query).all())
+    if before is not None:
+        query = query.where(col(Message.id) < before)
+    newest_first = session.exec(query.order_by(col(Message.id).desc())).all()
+    return list(reversed(newest_first))
+
+
+def search_messages(
+    session: Session, viewer: User, q: str, conversation_id: int | None, limit: int
+) -> Sequence[tuple[Message, User]]:
+    """Messages containing `q` (ignoring case) in the viewer's conversations, newest first."""
+    if session.get_bind().dialect.name == "sqlite":
+        # db.py registers casefold(): SQLite's own lower() only folds ASCII.
+        folded, needle = func.casefold(Message.content), q.casefold()
+    else:
+        folded, needle = func.lower(Message.content), q.lower()
+    query = (
+        select(Message, User)
+        .join(User, col(User.id) == Message.author_id)
+        .join(
+            Membership,
+            and_(
+                col(Membership.conversation_id) == Message.conversation_id,
+                col(Membership.user_id) == viewer.id,
+            ),
+        )
+        .where(
+            Message.deleted == false(),
+            folded.like(f"%{_escape_like(needle)}%", escape=LIKE_ESCAPE),
+        )
+        .order_by(col(Message.id).desc())
+        .limit(limit)
+    )
+    if conversation_id is not None:
+        query = query.where(Message.conversation_id == conversation_id)
+    return session.exec(query).all()
+
+
+# "/" rather than a backslash: it needs no extra quoting on any database.
+LIKE_ESCAPE = "/"
+
+
+def _escape_like(text: str) -> str:
+    """Make %, _ and the escape character itself match literally in LIKE."""
+    for char in (LIKE_ESCAPE, "%", "_"):
+        text = text.replace(char, LIKE_ESCAPE + char)
+    return text

@@ -1,0 +1,101 @@
+"""The database engine, the per-request session, and start-up set-up."""
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import Connection, Engine, event, func, update
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from config import settings
+from models import Conversation, ConversationKind, Role, User
+
+GENERAL_CHANNEL = "general"
+READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets the settings a concurrent server needs."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+
+    # One connection per request thread: FastAPI runs `def` routes in a
+    # threadpool, so a connection is created in one thread and used in another.
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: sqlite3.Connection, _: Any) -> None:
+        # Let SQLAlchemy issue BEGIN itself (see on_begin), not the sqlite3 module.
+        dbapi_connection.isolation_level = None
+        busy_ms = int(settings.SQLITE_BUSY_TIMEOUT_SECONDS * 1000)
+        for pragma in (
+            "journal_mode=WAL",  # readers never wait for the writer
+            "synchronous=FULL",  # a committed message survives a power cut
+            "foreign_keys=ON",
+            f"busy_timeout={busy_ms}",  # wait for the write lock instead of failing
+        ):
+            dbapi_connection.execute(f"PRAGMA {pragma}")
+        # SQLite's lower() only knows ASCII; search needs all of Unicode.
+        dbapi_connection.create_function(
+            "casefold", 1, lambda s: s.casefold() if s else s, deterministic=True
+        )
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        # A transaction that reads and then writes can fail at once with
+        # "database is locked" if another one wrote in between, and SQLite's
+        # busy timeout does not help. Writers therefore take the write lock
+        # first (BEGIN IMMEDIATE) and wait their turn for it.
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+engine = create_db_engine(settings.DATABASE_URL)
+
+
+def open_session(bind: Engine, *, write: bool) -> Session:
+    """A session; one meant for writing locks SQLite when its transaction begins."""
+    if write:
+        bind = bind.execution_options(sqlite_begin="IMMEDIATE")
+    # Objects stay readable after commit, so a handler can build its response
+    # without a second round trip (and a second lock) per object.
+    return Session(bind, expire_on_commit=False)
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request; anything but GET counts as a write."""
+    with open_session(engine, write=request.method not in READ_METHODS) as session:
+        yield session
+
+
+# scope="function": close the session (and end its transaction) as soon as the
+# route returns, not after the response has been sent.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def init_db(bind: Engine) -> None:
+    """Create missing tables, the `general` channel, and apply ADMIN_USERNAMES."""
+    # Under the write lock, so workers starting together take turns.
+    with bind.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
+        SQLModel.metadata.create_all(connection)
+    with open_session(bind, write=True) as session:
+        general = session.exec(
+            select(Conversation).where(Conversation.channel_key == GENERAL_CHANNEL)
+        ).first()
+        if general is None:
+            session.add(
+                Conversation(
+                    kind=ConversationKind.channel,
+                    title=GENERAL_CHANNEL,
+                    channel_key=GENERAL_CHANNEL,
+                )
+            )
+        # A name removed from ADMIN_USERNAMES is a member again after a restart.
+        admins = settings.admin_usernames
+        is_admin = func.lower(User.username).in_(admins)
+        session.exec(update(User).where(is_admin).values(role=Role.admin))
+        session.exec(update(User).where(~is_admin).values(role=Role.member))
+        session.commit()

@@ -1,0 +1,251 @@
+"""Every SQLModel class: the tables, and the schemas the API reads and writes.
+
+One hierarchy per resource, as in the SQLModel tutorial:
+- `XBase` holds the fields a client sees, with their validation rules;
+- `X(XBase, table=True)` is the table: adds ids, secrets and bookkeeping;
+- `XCreate` / `XUpdate` are request bodies;
+- `XPublic` is what responses contain. Table rows are never returned as-is,
+  so a column added later (a password hash...) cannot leak by accident.
+"""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Self
+
+from pydantic import AfterValidator, StringConstraints, model_validator
+from sqlalchemy import Index, String, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be only whitespace")
+    return value
+
+
+Username = Annotated[
+    str, StringConstraints(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+]
+# Any Unicode, measured in characters; argon2 hashes all of it (no 72-byte cut).
+Password = Annotated[
+    str, StringConstraints(min_length=8, max_length=128), AfterValidator(_not_blank)
+]
+DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+MessageText = Annotated[
+    str, StringConstraints(min_length=1, max_length=4000), AfterValidator(_not_blank)
+]
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+MAX_GROUP_MEMBERS = 100
+
+
+class Role(StrEnum):
+    member = "member"
+    admin = "admin"
+
+
+class ConversationKind(StrEnum):
+    direct = "direct"
+    group = "group"
+    channel = "channel"
+
+
+# --- Users -----------------------------------------------------------------
+
+
+class UserBase(SQLModel):
+    username: Username
+    display_name: DisplayName | None = None
+
+
+class User(UserBase, table=True):
+    # Unique ignoring case: "Alice" blocks "alice", but is stored as typed.
+    __table_args__ = (Index("ix_user_username_lower", text("lower(username)"), unique=True),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    hashed_password: str
+    role: Role = Field(default=Role.member, sa_type=String(16))
+    # Part of every token; a password change bumps it, so older tokens fail.
+    token_version: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class UserCreate(UserBase):
+    password: Password
+
+
+class UserUpdate(SQLModel):
+    display_name: DisplayName | None = None  # null clears it
+
+
+class UserPublic(UserBase):
+    id: int
+    role: Role
+    created_at: datetime
+
+
+class PasswordChange(SQLModel):
+    current_password: str = Field(max_length=128)
+    new_password: Password
+
+
+# --- Tokens ----------------------------------------------------------------
+
+
+class Token(SQLModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int  # seconds
+
+
+class TokenPayload(SQLModel):
+    """The claims inside our JWTs. Nothing secret: anyone can read a JWT."""
+
+    sub: str  # the user id
+    exp: int
+    iat: int
+    jti: str  # unique per token, so one token can be revoked (logout)
+    ver: int  # the user's token_version when it was issued
+
+
+class RevokedToken(SQLModel, table=True):
+    """Logged-out tokens, kept until they would have expired anyway."""
+
+    jti: str = Field(primary_key=True)
+    expires_at: datetime = Field(index=True)
+
+
+class LoginFailure(SQLModel, table=True):
+    """One row per failed login, for the failed-login limit."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    username_key: str = Field(index=True)  # the username tried, lower-cased
+    failed_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+# --- Messages --------------------------------------------------------------
+
+
+class MessageBase(SQLModel):
+    # The text is not here: a request must carry it, but a tombstone has none.
+    client_id: ClientId | None = None
+
+
+class Message(MessageBase, table=True):
+    __table_args__ = (
+        # History pages are keyset lookups on (conversation_id, id).
+        Index("ix_message_conversation_id_id", "conversation_id", "id"),
+        # A retried send with the same client_id finds the first one.
+        UniqueConstraint("conversation_id", "author_id", "client_id"),
+        # Ids are never reused, so `before`/`after` cursors stay meaningful.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id")
+    author_id: int = Field(foreign_key="user.id")
+    content: str | None = Field(default=None, max_length=4000)  # None once deleted
+    created_at: datetime = Field(default_factory=utcnow)
+    edited_at: datetime | None = None
+    deleted: bool = False
+
+
+class MessageCreate(MessageBase):
+    content: MessageText
+
+
+class MessageUpdate(SQLModel):
+    content: MessageText  # the only editable field, so it is required
+
+
+class MessagePublic(MessageBase):
+    id: int
+    conversation_id: int
+    author: UserPublic
+    content: str | None  # null once deleted
+    created_at: datetime
+    edited_at: datetime | None
+    deleted: bool
+
+
+# --- Conversations ---------------------------------------------------------
+
+
+class ConversationBase(SQLModel):
+    kind: ConversationKind
+    title: Title | None = None
+
+
+class Conversation(ConversationBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    kind: ConversationKind = Field(sa_type=String(16))
+    created_at: datetime = Field(default_factory=utcnow)
+    # These two turn the contract's uniqueness rules into database constraints
+    # (NULL for the other kinds, and NULLs never collide):
+    direct_key: str | None = Field(default=None, unique=True)  # "<low id>:<high id>"
+    channel_key: str | None = Field(default=None, unique=True)  # casefolded title
+
+
+class ConversationCreate(ConversationBase):
+    members: list[str] = Field(default_factory=list, max_length=MAX_GROUP_MEMBERS)
+
+    @model_validator(mode="after")
+    def check_kind(self) -> Self:
+        if self.kind == ConversationKind.direct:
+            if self.title is not None:
+                raise ValueError("a direct conversation has no title")
+            if len(self.members) != 1:
+                raise ValueError("a direct conversation has exactly one other member")
+        elif self.title is None:
+            raise ValueError(f"a {self.kind} needs a title")
+        elif self.kind == ConversationKind.channel and self.members:
+            raise ValueError("channels have no invited members: people join them")
+        return self
+
+
+class Membership(SQLModel, table=True):
+    conversation_id: int | None = Field(
+        default=None, foreign_key="conversation.id", primary_key=True
+    )
+    user_id: int | None = Field(default=None, foreign_key="user.id", primary_key=True, index=True)
+    joined_at: datetime = Field(default_factory=utcnow)
+    # The read marker: the newest message id this member has seen.
+    last_read_message_id: int = 0
+
+
+class ConversationPublic(ConversationBase):
+    id: int
+    created_at: datetime
+    member_count: int
+    members: list[UserPublic] | None  # null for channels
+    is_member: bool
+    last_message: MessagePublic | None
+    unread_count: int
+
+
+class MemberAdd(SQLModel):
+    username: str
+
+
+class ReadMarker(SQLModel):
+    message_id: int
+
+
+# --- Errors, for the OpenAPI document ---------------------------------------
+
+
+class ErrorDetail(SQLModel):
+    detail: str
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """Document a route's error statuses, e.g. `{404: "Conversation not found"}`."""
+    return {
+        code: {"model": ErrorDetail, "description": description}
+        for code, description in descriptions.items()
+    }
