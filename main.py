@@ -1,0 +1,103 @@
+"""The ASGI application: `uvicorn main:app`.
+
+This module only assembles the app; the routes live in one module per resource.
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, status
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlmodel import select
+
+import auth
+import conversations
+import messages
+import users
+from config import settings
+from db import SessionDep, engine, init_db
+from middleware import BodySizeLimitMiddleware
+from models import error_responses
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+logger = logging.getLogger("messageapp")
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    init_db(engine)
+    logger.info("Database ready: %s", engine.url.render_as_string(hide_password=True))
+    yield
+    engine.dispose()
+
+
+DESCRIPTION = """
+A small messaging service: direct messages, private groups and public channels.
+
+**Try it here:** create an account with `POST /users`, press **Authorize**
+(top right) and log in with it; every route below then works from this page.
+"""
+
+app = FastAPI(
+    title="MessageApp",
+    version="1.0.0",
+    description=DESCRIPTION,
+    lifespan=lifespan,
+    openapi_tags=[
+        {"name": "auth", "description": "Log in and out: OAuth2 password flow, JWTs."},
+        {"name": "users", "description": "Sign up, your profile and password, people."},
+        {"name": "conversations", "description": "Direct messages, groups, channels."},
+        {"name": "messages", "description": "Send, read, edit, delete and search."},
+        {"name": "operations", "description": "For load balancers and monitoring."},
+    ],
+)
+
+app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.MAX_BODY_BYTES)
+if settings.CORS_ORIGINS:
+    # Tokens travel in the Authorization header, never in cookies: no credentials.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.CORS_ORIGINS,
+        allow_methods=["*"],
+        allow_headers=["Authorization", "Content-Type"],
+    )
+
+
+@app.exception_handler(OperationalError)
+async def database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
+    # "database is locked" after the busy timeout, or a database that is down:
+    # either way the client may retry, and nothing was half-done.
+    logger.error("Database error: %s", exc.orig)
+    return JSONResponse(
+        {"detail": "Database busy or unavailable; try again"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": "1"},
+    )
+
+
+app.include_router(auth.router)
+app.include_router(users.router)
+app.include_router(conversations.router)
+app.include_router(messages.router)
+
+
+@app.get(
+    "/healthz",
+    tags=["operations"],
+    summary="Health check",
+    responses=error_responses({503: "The database does not answer"}),
+)
+def healthz(session: SessionDep) -> dict[str, str]:
+    """200 when the service and its database answer, 503 otherwise."""
+    session.exec(select(1)).one()
+    return {"status": "ok"}
+
+
+# Last, so every API route above wins over a file of the same name.
+app.frontend("/", directory=STATIC_DIR, fallback=None)

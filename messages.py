@@ -1,0 +1,191 @@
+"""Routes for messages: send, read history, edit, delete, search."""
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Response, status
+
+import crud
+from auth import CurrentUser
+from conversations import NOT_VISIBLE, VisibleConversation
+from crud import ConversationAccess
+from db import SessionDep
+from models import (
+    Message,
+    MessageCreate,
+    MessagePublic,
+    MessageUpdate,
+    error_responses,
+)
+
+router = APIRouter(
+    tags=["messages"],
+    responses=error_responses({401: "Missing, invalid, expired or revoked token"}),
+)
+MESSAGE_NOT_VISIBLE = {404: "No such message, or you may not see it"}
+
+
+@dataclass
+class VisibleMessageAccess:
+    message: Message
+    access: ConversationAccess
+
+
+def get_visible_message(
+    session: SessionDep,
+    user: CurrentUser,
+    message_id: Annotated[int, Path(description="The message's id")],
+) -> VisibleMessageAccess:
+    """The message in the path, if the caller may see its conversation (else 404)."""
+    message = crud.get_message(session, message_id)
+    access = (
+        crud.get_conversation_access(session, message.conversation_id, user)
+        if message is not None
+        else None
+    )
+    if message is None or access is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Message not found")
+    return VisibleMessageAccess(message, access)
+
+
+VisibleMessage = Annotated[VisibleMessageAccess, Depends(get_visible_message)]
+
+
+@router.post(
+    "/conversations/{conversation_id}/messages",
+    status_code=status.HTTP_201_CREATED,
+    summary="Send a message",
+    responses={
+        200: {
+            "model": MessagePublic,
+            "description": "You already sent this client_id here: the earlier message",
+        },
+        **error_responses({**NOT_VISIBLE, 403: "You have not joined this channel"}),
+    },
+)
+def create_message(
+    session: SessionDep,
+    user: CurrentUser,
+    access: VisibleConversation,
+    message_in: Annotated[
+        MessageCreate,
+        Body(
+            openapi_examples={
+                "plain": {"summary": "Just text", "value": {"content": "Hello, world!"}},
+                "retry_safe": {
+                    "summary": "With a client_id, safe to retry",
+                    "value": {"content": "Hello, world!", "client_id": "3f2b9c1e-0001"},
+                },
+            }
+        ),
+    ],
+    response: Response,
+) -> MessagePublic:
+    """Send a message (1–4000 characters) to a conversation you are in.
+
+    Give a `client_id` (any string of up to 64 characters, unique per message
+    you send) to make retries safe: sending the same `client_id` again returns
+    the first message with status 200 instead of posting a duplicate.
+    """
+    if access.membership is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Join the channel first")
+    message, created = crud.create_message(session, access.conversation, user, message_in)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return crud.message_public(message, user)
+
+
+@router.get(
+    "/conversations/{conversation_id}/messages",
+    summary="Read history",
+    responses=error_responses({**NOT_VISIBLE, 422: "Both cursors given, or a bad limit"}),
+)
+def read_messages(
+    session: SessionDep,
+    access: VisibleConversation,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(ge=0, description="Messages older than this id")] = None,
+    after: Annotated[int | None, Query(ge=0, description="Messages newer than this id")] = None,
+) -> list[MessagePublic]:
+    """A page of messages, oldest first. Tombstones of deleted messages are included.
+
+    - no cursor: the newest `limit` messages;
+    - `before=ID`: the `limit` messages just older than ID (scrolling up);
+    - `after=ID`: the `limit` messages just newer than ID (catching up after a
+      reconnect; repeat with the last id you got until the page is short).
+    """
+    if before is not None and after is not None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail="Give either before or after, not both",
+        )
+    rows = crud.message_history(session, access.conversation, limit, before=before, after=after)
+    return [crud.message_public(message, author) for message, author in rows]
+
+
+@router.get(
+    "/messages/{message_id}",
+    summary="One message",
+    responses=error_responses(MESSAGE_NOT_VISIBLE),
+)
+def read_message(session: SessionDep, visible: VisibleMessage) -> MessagePublic:
+    """A message from a conversation you can see. A deleted one is a tombstone."""
+    message = visible.message
+    return crud.message_public(message, crud.get_author(session, message))
+
+
+@router.patch(
+    "/messages/{message_id}",
+    summary="Edit your message",
+    responses=error_responses(
+        {**MESSAGE_NOT_VISIBLE, 403: "Not your message", 409: "The message was deleted"}
+    ),
+)
+def update_message(
+    session: SessionDep,
+    user: CurrentUser,
+    visible: VisibleMessage,
+    message_in: Annotated[
+        MessageUpdate,
+        Body(openapi_examples={"edit": {"value": {"content": "Hello, world! (edited)"}}}),
+    ],
+) -> MessagePublic:
+    """Replace the text of a message you sent; `edited_at` records when."""
+    message = visible.message
+    if message.author_id != user.id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Not your message")
+    if message.deleted:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="Message was deleted")
+    message = crud.edit_message(session, message, message_in.content)
+    return crud.message_public(message, user)
+
+
+@router.delete(
+    "/messages/{message_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete your message",
+    responses=error_responses({**MESSAGE_NOT_VISIBLE, 403: "Not your message"}),
+)
+def delete_message(session: SessionDep, user: CurrentUser, visible: VisibleMessage) -> None:
+    """Delete a message you sent. Its text is erased; a tombstone
+    (`deleted: true`, `content: null`) keeps its place in the history."""
+    message = visible.message
+    if message.author_id != user.id:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Not your message")
+    if not message.deleted:
+        crud.delete_message(session, message)
+
+
+@router.get("/search/messages", summary="Search your messages")
+def search_messages(
+    session: SessionDep,
+    user: CurrentUser,
+    q: Annotated[str, Query(min_length=1, max_length=100, description="Text to find")],
+    conversation_id: Annotated[int | None, Query(description="Only in this conversation")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> list[MessagePublic]:
+    """Messages containing `q`, ignoring case in any language (`MÜNCHEN` finds
+    `München`), newest first. Only conversations you are a member of are
+    searched; deleted messages never match. `%` and `_` match themselves."""
+    rows = crud.search_messages(session, user, q, conversation_id, limit)
+    return [crud.message_public(message, author) for message, author in rows]

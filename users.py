@@ -1,0 +1,147 @@
+"""Routes for accounts: sign up, your profile, your password, the directory."""
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Query, status
+
+import crud
+from auth import CurrentUser, HashingSlot, hash_password, verify_password
+from db import SessionDep
+from models import (
+    PasswordChange,
+    User,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+    error_responses,
+)
+
+logger = logging.getLogger("messageapp.users")
+
+router = APIRouter(prefix="/users", tags=["users"])
+UNAUTHORIZED = {401: "Missing, invalid, expired or revoked token"}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Sign up",
+    responses=error_responses({409: "Username taken (ignoring case)"}),
+)
+def create_user(
+    _: HashingSlot,
+    session: SessionDep,
+    user_in: Annotated[
+        UserCreate,
+        Body(
+            openapi_examples={
+                "alice": {
+                    "summary": "An account with a display name",
+                    "value": {
+                        "username": "alice",
+                        "password": "correct horse battery staple",
+                        "display_name": "Alice",
+                    },
+                }
+            }
+        ),
+    ],
+) -> UserPublic:
+    """Create an account. It joins the `general` channel at once.
+
+    `username`: 3–32 letters, digits, `_`, `.` or `-`, unique ignoring case.
+    `password`: 8–128 characters of any kind (not only spaces).
+    Then log in with **POST /token** (or the Authorize button).
+    """
+    # Hash before touching the database, so no lock is held while hashing.
+    hashed_password = hash_password(user_in.password)
+    user = crud.create_user(session, user_in, hashed_password)
+    if user is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="Username already taken")
+    logger.info("New user %r", user.username)
+    return UserPublic.model_validate(user)
+
+
+@router.get("/me", summary="Your profile", responses=error_responses(UNAUTHORIZED))
+def read_user_me(user: CurrentUser) -> UserPublic:
+    """The account the bearer token belongs to."""
+    return UserPublic.model_validate(user)
+
+
+@router.patch("/me", summary="Edit your profile", responses=error_responses(UNAUTHORIZED))
+def update_user_me(
+    session: SessionDep,
+    user: CurrentUser,
+    user_in: Annotated[
+        UserUpdate,
+        Body(
+            openapi_examples={
+                "set": {"summary": "Set it", "value": {"display_name": "Alice Liddell"}},
+                "clear": {"summary": "Clear it", "value": {"display_name": None}},
+            }
+        ),
+    ],
+) -> UserPublic:
+    """Set your display name (1–64 characters after trimming), or clear it with `null`."""
+    user = crud.update_user(session, user, user_in.model_dump(exclude_unset=True))
+    return UserPublic.model_validate(user)
+
+
+@router.put(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Change your password",
+    responses=error_responses({**UNAUTHORIZED, 400: "Wrong current password"}),
+)
+def change_password(
+    _: HashingSlot,
+    session: SessionDep,
+    user: CurrentUser,
+    body: Annotated[
+        PasswordChange,
+        Body(
+            openapi_examples={
+                "change": {
+                    "summary": "A new passphrase",
+                    "value": {
+                        "current_password": "correct horse battery staple",
+                        "new_password": "a different and longer passphrase",
+                    },
+                }
+            }
+        ),
+    ],
+) -> None:
+    """Change your password. Every token issued before, this one included, stops
+    working: log in again to get a new one."""
+    # The hashing slot comes first in the signature, so the request waits for
+    # it before its first query; then end the transaction before hashing.
+    session.commit()
+    if not verify_password(body.current_password, user.hashed_password):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="Wrong current password")
+    crud.set_password(session, user, hash_password(body.new_password))
+
+
+@router.get("", summary="Find users", responses=error_responses(UNAUTHORIZED))
+def read_users(
+    session: SessionDep,
+    _: CurrentUser,
+    q: Annotated[str, Query(max_length=32, description="Username prefix, any case")] = "",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> list[UserPublic]:
+    """Users whose username starts with `q` (ignoring case), in username order."""
+    return [UserPublic.model_validate(u) for u in crud.search_users(session, q, limit)]
+
+
+@router.get(
+    "/{username}",
+    summary="Look up a user",
+    responses=error_responses({**UNAUTHORIZED, 404: "No such user"}),
+)
+def read_user(session: SessionDep, _: CurrentUser, username: str) -> UserPublic:
+    """The user with this username (any case)."""
+    user: User | None = crud.get_user_by_username(session, username)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="User not found")
+    return UserPublic.model_validate(user)
