@@ -1,0 +1,41 @@
+"""Fixtures: a fresh SQLite file per test, and a TestClient wired to it."""
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+# Settings are read when the app is imported, so set them first: the app's
+# own default database and key file go to a throwaway folder.
+os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="messageapp-test-")
+os.environ.pop("DATABASE_URL", None)
+os.environ.pop("SECRET_KEY", None)
+
+import pytest  # noqa: E402
+from fastapi import Request  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from sqlalchemy import Engine  # noqa: E402
+from sqlmodel import Session  # noqa: E402
+
+import db  # noqa: E402
+from main import app  # noqa: E402
+
+
+@pytest.fixture
+def engine(tmp_path: os.PathLike[str]) -> Iterator[Engine]:
+    """A real SQLite file with the production pragmas (WAL, foreign keys, busy timeout)."""
+    engine = db.create_db_engine(f"sqlite:///{tmp_path}/test.db")
+    db.init_db(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def client(engine: Engine) -> Iterator[TestClient]:
+    def get_session_override(request: Request) -> Iterator[Session]:
+        with db.open_session(engine, write=request.method not in db.READ_METHODS) as session:
+            yield session
+
+    app.dependency_overrides[db.get_session] = get_session_override
+    with TestClient(app) as client:  # `with` runs the lifespan
+        yield client
+    app.dependency_overrides.clear()

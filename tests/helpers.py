@@ -1,0 +1,63 @@
+"""Small factories for tests: each call does one thing through the public API."""
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+PASSWORD = "correct horse battery staple"
+Headers = dict[str, str]
+
+
+def signup(client: TestClient, username: str, password: str = PASSWORD) -> dict[str, Any]:
+    response = client.post("/users", json={"username": username, "password": password})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
+    response = client.post("/token", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def bearer(token: str) -> Headers:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def new_user(client: TestClient, username: str) -> Headers:
+    """Sign up `username` and return headers carrying a fresh token."""
+    signup(client, username)
+    return bearer(login(client, username))
+
+
+def create_conversation(client: TestClient, headers: Headers, **body: Any) -> dict[str, Any]:
+    response = client.post("/conversations", json=body, headers=headers)
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def send(
+    client: TestClient, headers: Headers, conversation_id: int, content: str, **extra: Any
+) -> dict[str, Any]:
+    response = client.post(
+        f"/conversations/{conversation_id}/messages",
+        json={"content": content, **extra},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def history(
+    client: TestClient, headers: Headers, conversation_id: int, **params: Any
+) -> list[dict[str, Any]]:
+    response = client.get(
+        f"/conversations/{conversation_id}/messages", params=params, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def general_id(client: TestClient, headers: Headers) -> int:
+    channels = client.get("/channels", headers=headers).json()
+    return next(c["id"] for c in channels if c["title"] == "general")

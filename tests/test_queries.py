@@ -1,0 +1,80 @@
+"""No N+1 queries: a page costs the same number of queries whatever its size."""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, event
+
+from tests.helpers import Headers, create_conversation, new_user, send
+
+
+@contextmanager
+def count_queries(engine: Engine) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def queries_for(engine: Engine, request: Callable[[], Any]) -> int:
+    with count_queries(engine) as statements:
+        response = request()
+    assert response.status_code == 200
+    return len(statements)
+
+
+def test_history_page_query_count_is_fixed(client: TestClient, engine: Engine) -> None:
+    alice = new_user(client, "alice")
+    users: list[Headers] = [new_user(client, f"user{i}") for i in range(5)]
+    group = create_conversation(
+        client, alice, kind="group", title="G", members=[f"user{i}" for i in range(5)]
+    )["id"]
+    for i in range(40):  # many authors, so authors cannot come from one lookup
+        send(client, users[i % 5], group, f"message {i}")
+
+    def page(limit: int) -> Callable[[], Any]:
+        return lambda: client.get(
+            f"/conversations/{group}/messages", params={"limit": limit}, headers=alice
+        )
+
+    assert queries_for(engine, page(2)) == queries_for(engine, page(40))
+
+
+def test_conversation_list_query_count_is_fixed(client: TestClient, engine: Engine) -> None:
+    alice = new_user(client, "alice")
+    for name in ("bob", "carol", "dave"):
+        new_user(client, name)
+    for i in range(12):
+        conversation = create_conversation(
+            client, alice, kind="group", title=f"G{i}", members=["bob", "carol", "dave"]
+        )
+        send(client, alice, conversation["id"], f"hello {i}")
+    create_conversation(client, alice, kind="direct", members=["bob"])
+
+    def listing(limit: int) -> Callable[[], Any]:
+        return lambda: client.get("/conversations", params={"limit": limit}, headers=alice)
+
+    assert queries_for(engine, listing(1)) == queries_for(engine, listing(14))
+
+
+def test_search_query_count_is_fixed(client: TestClient, engine: Engine) -> None:
+    alice = new_user(client, "alice")
+    bob = new_user(client, "bob")
+    general = client.get("/conversations", headers=alice).json()[0]["id"]
+    for i in range(20):
+        send(client, alice if i % 2 else bob, general, f"needle {i}")
+
+    def search(limit: int) -> Callable[[], Any]:
+        return lambda: client.get(
+            "/search/messages", params={"q": "needle", "limit": limit}, headers=alice
+        )
+
+    assert queries_for(engine, search(1)) == queries_for(engine, search(20))
