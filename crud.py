@@ -345,13 +345,7 @@ def conversation_publics(
     unread: dict[int | None, int] = dict(
         session.exec(
             select(Message.conversation_id, func.count())
-            .join(
-                Membership,
-                and_(
-                    col(Membership.conversation_id) == Message.conversation_id,
-                    col(Membership.user_id) == viewer.id,
-                ),
-            )
+            .join(Membership, _membership_of(viewer))
             .where(
                 col(Message.conversation_id).in_(ids),
                 col(Message.id) > Membership.last_read_message_id,
@@ -389,6 +383,14 @@ def conversation_public(
 def message_public(message: Message, author: User) -> MessagePublic:
     return MessagePublic.model_validate(
         message, update={"author": UserPublic.model_validate(author)}
+    )
+
+
+def _membership_of(viewer: User) -> ColumnElement[bool]:
+    """Join condition: `viewer`'s membership of the message's conversation."""
+    return and_(
+        col(Membership.conversation_id) == Message.conversation_id,
+        col(Membership.user_id) == viewer.id,
     )
 
 
@@ -515,13 +517,7 @@ def search_messages(
     query = (
         select(Message, User)
         .join(User, col(User.id) == Message.author_id)
-        .join(
-            Membership,
-            and_(
-                col(Membership.conversation_id) == Message.conversation_id,
-                col(Membership.user_id) == viewer.id,
-            ),
-        )
+        .join(Membership, _membership_of(viewer))
         .where(
             Message.deleted == false(),
             folded.like(f"%{_escape_like(needle)}%", escape=LIKE_ESCAPE),
