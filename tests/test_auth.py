@@ -286,6 +286,14 @@ def test_login_limit_ends_when_window_passes(client: TestClient, engine: Engine)
     assert login(client, "alice")
 
 
+def test_login_failures_with_huge_usernames_stay_small(client: TestClient, engine: Engine) -> None:
+    response = client.post("/token", data={"username": "x" * 60_000, "password": "wrong!"})
+    assert response.status_code == 401
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT username_key FROM loginfailure")).scalar_one()
+    assert len(stored) <= 64
+
+
 def test_login_success_resets_failures(client: TestClient) -> None:
     signup(client, "alice")
     _fail_logins(client, "alice", settings.LOGIN_MAX_FAILURES - 1)
