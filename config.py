@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Keys that appear in tutorials and .env examples; accepting one would let
 # anybody who read the same tutorial forge tokens.
@@ -17,6 +17,9 @@ SECRET_KEY_FILE = "secret_key"
 
 class Settings(BaseSettings):
     """Every field is read from the environment variable of the same name."""
+
+    # A rejected setting must not be echoed into logs: it may be a real key.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
 
     DATA_DIR: Path = Path("data")
     DATABASE_URL: str = ""  # empty: SQLite file in DATA_DIR
