@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from jose import JWTError, jwt
 from passlib.context import CryptContext
-from pydantic import ValidationError
 
 import crud
 from config import settings
@@ -86,7 +85,9 @@ def decode_access_token(token: str) -> TokenPayload | None:
             options={f"require_{claim}": True for claim in ("exp", "iat", "sub", "jti")},
         )
         return TokenPayload.model_validate(claims)
-    except (JWTError, ValidationError):
+    # ValueError covers a payload that fails validation; TypeError, a signed
+    # token with a claim of the wrong type (jose chokes on "exp": null).
+    except (JWTError, TypeError, ValueError):
         return None
 
 
@@ -94,7 +95,7 @@ oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token")
 TokenDep = Annotated[str, Depends(oauth2_scheme)]
 
 
-def _unauthorized(detail: str = "Could not validate credentials") -> HTTPException:
+def unauthorized(detail: str = "Could not validate credentials") -> HTTPException:
     return HTTPException(
         status_code=status.HTTP_401_UNAUTHORIZED,
         detail=detail,
@@ -105,7 +106,7 @@ def _unauthorized(detail: str = "Could not validate credentials") -> HTTPExcepti
 def get_token_payload(session: SessionDep, token: TokenDep) -> TokenPayload:
     payload = decode_access_token(token)
     if payload is None or crud.is_token_revoked(session, payload.jti):
-        raise _unauthorized()
+        raise unauthorized()
     return payload
 
 
@@ -115,7 +116,7 @@ TokenPayloadDep = Annotated[TokenPayload, Depends(get_token_payload)]
 def get_current_user(session: SessionDep, payload: TokenPayloadDep) -> User:
     user = session.get(User, int(payload.sub)) if payload.sub.isdigit() else None
     if user is None or payload.ver != user.token_version:
-        raise _unauthorized()
+        raise unauthorized()
     return user
 
 
@@ -163,7 +164,7 @@ def login(_: HashingSlot, session: SessionDep, form: LoginForm) -> Token:
     if not verify_password(form.password, hashed) or user is None:
         crud.record_login_failure(session, username_key, now)
         logger.info("Failed login for %r", form.username)
-        raise _unauthorized("Incorrect username or password")
+        raise unauthorized("Incorrect username or password")
     crud.clear_login_failures(session, username_key)
     return Token(
         access_token=create_access_token(user),

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, false, func
+from sqlalchemy import ColumnElement, and_, delete, false, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from config import settings
-from db import GENERAL_CHANNEL
+from db import GENERAL_CHANNEL, fold
 from models import (
     Conversation,
     ConversationKind,
@@ -93,12 +93,19 @@ def update_user(session: Session, user: User, changes: dict[str, object]) -> Use
     return user
 
 
-def set_password(session: Session, user: User, hashed_password: str) -> None:
-    """Store the new hash and bump the token version, revoking every older token."""
-    user.hashed_password = hashed_password
-    user.token_version += 1
-    session.add(user)
+def set_password(session: Session, user: User, hashed_password: str) -> bool:
+    """Store the new hash and bump the token version, revoking every older token.
+
+    False if the password changed since `user` was loaded: the check on
+    token_version makes two simultaneous changes unable to both succeed.
+    """
+    result = session.exec(
+        update(User)
+        .where(col(User.id) == user.id, col(User.token_version) == user.token_version)
+        .values(hashed_password=hashed_password, token_version=User.token_version + 1)
+    )
     session.commit()
+    return result.rowcount == 1
 
 
 # --- Login limiting and token revocation -----------------------------------
@@ -198,7 +205,7 @@ def create_conversation(
     if kind == ConversationKind.direct:
         conversation.direct_key = direct_key(creator, others[0])
     elif kind == ConversationKind.channel and title is not None:
-        conversation.channel_key = title.casefold()
+        conversation.channel_key = fold(title)
     session.add(conversation)
     try:
         session.flush()
@@ -258,11 +265,18 @@ def list_members(
 
 
 def mark_read(session: Session, membership: Membership, message_id: int) -> None:
-    """Move the read marker forward to `message_id`; never backward."""
-    if message_id > membership.last_read_message_id:
-        membership.last_read_message_id = message_id
-        session.add(membership)
-        session.commit()
+    """Move the read marker forward to `message_id`; never backward, even when
+    two requests race (the comparison happens inside the UPDATE)."""
+    session.exec(
+        update(Membership)
+        .where(
+            col(Membership.conversation_id) == membership.conversation_id,
+            col(Membership.user_id) == membership.user_id,
+            col(Membership.last_read_message_id) < message_id,
+        )
+        .values(last_read_message_id=message_id)
+    )
+    session.commit()
 
 
 def list_conversations(
@@ -510,8 +524,8 @@ def search_messages(
 ) -> Sequence[tuple[Message, User]]:
     """Messages containing `q` (ignoring case) in the viewer's conversations, newest first."""
     if session.get_bind().dialect.name == "sqlite":
-        # db.py registers casefold(): SQLite's own lower() only folds ASCII.
-        folded, needle = func.casefold(Message.content), q.casefold()
+        # db.py registers fold(): SQLite's own lower() only knows ASCII.
+        folded, needle = func.fold(Message.content), fold(q)
     else:
         folded, needle = func.lower(Message.content), q.lower()
     query = (

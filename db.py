@@ -1,6 +1,7 @@
 """The database engine, the per-request session, and start-up set-up."""
 
 import sqlite3
+import unicodedata
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -13,6 +14,13 @@ from models import Conversation, ConversationKind, Role, User
 
 GENERAL_CHANNEL = "general"
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def fold(text: str) -> str:
+    """Text as search and channel titles compare it: case-folded for every
+    language (MÜNCHEN and München match) and Unicode-normalized (é typed as
+    one or as two code points match)."""
+    return unicodedata.normalize("NFKC", text.casefold())
 
 
 def create_db_engine(url: str) -> Engine:
@@ -38,7 +46,7 @@ def create_db_engine(url: str) -> Engine:
             dbapi_connection.execute(f"PRAGMA {pragma}")
         # SQLite's lower() only knows ASCII; search needs all of Unicode.
         dbapi_connection.create_function(
-            "casefold", 1, lambda s: s.casefold() if s else s, deterministic=True
+            "fold", 1, lambda text: fold(text) if text else text, deterministic=True
         )
 
     @event.listens_for(engine, "begin")

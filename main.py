@@ -52,6 +52,7 @@ app = FastAPIOffline(
     version="1.0.0",
     description=DESCRIPTION,
     lifespan=lifespan,
+    redirect_slashes=False,  # the contract has no trailing slashes: /users/ is 404
     openapi_tags=[
         {"name": "auth", "description": "Log in and out: OAuth2 password flow, JWTs."},
         {"name": "users", "description": "Sign up, your profile and password, people."},

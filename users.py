@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Query, status
 
 import crud
-from auth import CurrentUser, HashingSlot, hash_password, verify_password
+from auth import CurrentUser, HashingSlot, hash_password, unauthorized, verify_password
 from db import SessionDep
 from models import (
     PasswordChange,
@@ -120,7 +120,8 @@ def change_password(
     session.commit()
     if not verify_password(body.current_password, user.hashed_password):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="Wrong current password")
-    crud.set_password(session, user, hash_password(body.new_password))
+    if not crud.set_password(session, user, hash_password(body.new_password)):
+        raise unauthorized()  # another change won the race and revoked this token
 
 
 @router.get("", summary="Find users", responses=error_responses(UNAUTHORIZED))

@@ -149,6 +149,14 @@ def test_token_missing_claim(client: TestClient, claim: str) -> None:
     _assert_rejected(client, _sign(claims))
 
 
+@pytest.mark.parametrize(
+    "bad", [{"exp": None}, {"exp": []}, {"exp": {}}, {"iat": None}, {"ver": "x"}, {"sub": 5}]
+)
+def test_token_claim_of_wrong_type(client: TestClient, bad: dict[str, Any]) -> None:
+    user = signup(client, "alice")
+    _assert_rejected(client, _sign(_good_claims(user["id"]) | bad))
+
+
 def test_token_wrong_key(client: TestClient) -> None:
     user = signup(client, "alice")
     _assert_rejected(client, _sign(_good_claims(user["id"]), key="k" * 48))

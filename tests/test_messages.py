@@ -368,6 +368,14 @@ def test_search_messages_ignores_case_in_unicode(
     assert _search(client, alice, q=query) == [stored]
 
 
+def test_search_messages_ignores_unicode_composition(client: TestClient) -> None:
+    alice, _, _, direct = _direct(client)
+    send(client, alice, direct, "un cafe\u0301 noir")  # e + combining accent
+    send(client, alice, direct, "CAF\u00c9 AU LAIT")  # É as one code point
+    assert _search(client, alice, q="caf\u00e9") == ["CAF\u00c9 AU LAIT", "un cafe\u0301 noir"]
+    assert _search(client, alice, q="cafe\u0301") == ["CAF\u00c9 AU LAIT", "un cafe\u0301 noir"]
+
+
 def test_search_messages_wildcards_match_themselves(client: TestClient) -> None:
     alice, _, _, direct = _direct(client)
     for text in ("100% sure", "100 percent", "snake_case", "snakeXcase", "back\\slash", "a/b"):

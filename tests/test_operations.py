@@ -102,6 +102,14 @@ def test_unknown_path_is_json_404(client: TestClient) -> None:
     assert response.json() == {"detail": "Not Found"}
 
 
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/users/me/"), ("POST", "/users/"), ("GET", "/healthz/")]
+)
+def test_trailing_slash_is_not_found(client: TestClient, method: str, path: str) -> None:
+    response = client.request(method, path, follow_redirects=False)
+    assert response.status_code == 404
+
+
 def test_cors_closed_by_default(client: TestClient) -> None:
     response = client.get("/healthz", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in response.headers

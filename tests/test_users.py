@@ -1,5 +1,7 @@
 """Accounts: sign up, profile, password change, the user directory."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -130,6 +132,25 @@ def test_change_password(client: TestClient) -> None:
     )
     new_token = login(client, "alice", password="a brand new passphrase")
     assert client.get("/users/me", headers=bearer(new_token)).status_code == 200
+
+
+def test_change_password_concurrently_only_one_wins(client: TestClient) -> None:
+    signup(client, "alice")
+    headers = bearer(login(client, "alice"))
+    new_passwords = [f"new passphrase number {i}" for i in range(4)]
+
+    def change(new_password: str) -> int:
+        body = {"current_password": PASSWORD, "new_password": new_password}
+        return client.put("/users/me/password", json=body, headers=headers).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(change, new_passwords))
+    # The first change revokes the token the others carry: they must not succeed.
+    assert sorted(statuses) == [204, 401, 401, 401]
+    winner = new_passwords[statuses.index(204)]
+    for new_password in new_passwords:
+        response = client.post("/token", data={"username": "alice", "password": new_password})
+        assert response.status_code == (200 if new_password == winner else 401)
 
 
 def test_change_password_wrong_current(client: TestClient) -> None:
