@@ -150,7 +150,7 @@ def login(_: HashingSlot, session: SessionDep, form: LoginForm) -> Token:
     now = utcnow()
     retry_after = crud.login_retry_after(session, username_key, now)
     if retry_after is not None:
-        logger.warning("Login blocked for %r: too many failures", form.username)
+        logger.warning("Login blocked for %r: too many failures", username_key)
         raise HTTPException(
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
             detail="Too many failed logins; try again later",
@@ -163,7 +163,7 @@ def login(_: HashingSlot, session: SessionDep, form: LoginForm) -> Token:
     hashed = user.hashed_password if user is not None else DUMMY_HASH
     if not verify_password(form.password, hashed) or user is None:
         crud.record_login_failure(session, username_key, now)
-        logger.info("Failed login for %r", form.username)
+        logger.info("Failed login for %r", username_key)
         raise unauthorized("Incorrect username or password")
     crud.clear_login_failures(session, username_key)
     return Token(
