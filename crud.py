@@ -81,7 +81,7 @@ def create_user(session: Session, user_in: UserCreate, hashed_password: str) -> 
         select(Conversation).where(Conversation.channel_key == GENERAL_CHANNEL)
     ).first()
     if general is not None:
-        _add_membership(session, general, user)
+        _add_members(session, general, [user])
     session.commit()
     return user
 
@@ -212,28 +212,25 @@ def create_conversation(
     except IntegrityError:
         session.rollback()
         return None
-    for user in (creator, *others):
-        _add_membership(session, conversation, user)
+    _add_members(session, conversation, [creator, *others])
     session.commit()
     return conversation
 
 
-def _add_membership(session: Session, conversation: Conversation, user: User) -> None:
+def _add_members(session: Session, conversation: Conversation, users: Sequence[User]) -> None:
     # A newcomer starts with everything before their arrival read: joining a
     # busy channel does not bury them under its whole history as "unread".
-    session.add(
-        Membership(
-            conversation_id=conversation.id,
-            user_id=user.id,
-            last_read_message_id=latest_message_id(session, conversation),
-        )
+    newest = latest_message_id(session, conversation)
+    session.add_all(
+        Membership(conversation_id=conversation.id, user_id=user.id, last_read_message_id=newest)
+        for user in users
     )
 
 
 def add_member(session: Session, access: ConversationAccess, user: User) -> None:
     """Make `user` a member; nothing happens if they already are one."""
     if get_membership(session, access.conversation, user) is None:
-        _add_membership(session, access.conversation, user)
+        _add_members(session, access.conversation, [user])
         session.commit()
 
 

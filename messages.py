@@ -38,14 +38,11 @@ def get_visible_message(
 ) -> VisibleMessageAccess:
     """The message in the path, if the caller may see its conversation (else 404)."""
     message = crud.get_message(session, message_id)
-    access = (
-        crud.get_conversation_access(session, message.conversation_id, user)
-        if message is not None
-        else None
-    )
-    if message is None or access is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Message not found")
-    return VisibleMessageAccess(message, access)
+    if message is not None:
+        access = crud.get_conversation_access(session, message.conversation_id, user)
+        if access is not None:
+            return VisibleMessageAccess(message, access)
+    raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Message not found")
 
 
 VisibleMessage = Annotated[VisibleMessageAccess, Depends(get_visible_message)]

@@ -78,3 +78,20 @@ def test_search_query_count_is_fixed(client: TestClient, engine: Engine) -> None
         )
 
     assert queries_for(engine, search(1)) == queries_for(engine, search(20))
+
+
+def test_group_creation_query_count_is_fixed(client: TestClient, engine: Engine) -> None:
+    alice = new_user(client, "alice")
+    names = [f"user{i:02}" for i in range(20)]
+    for name in names:
+        client.post("/users", json={"username": name, "password": "password123"})
+
+    def create(members: list[str]) -> Callable[[], Any]:
+        body = {"kind": "group", "title": "G", "members": members}
+        return lambda: client.post("/conversations", json=body, headers=alice)
+
+    with count_queries(engine) as small:
+        assert create(names[:2])().status_code == 201
+    with count_queries(engine) as large:
+        assert create(names)().status_code == 201
+    assert len(small) == len(large)
