@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from jose import JWTError, jwt
 from passlib.context import CryptContext
+from sqlmodel import Session
 
 import crud
 from config import settings
@@ -103,9 +104,17 @@ def unauthorized(detail: str = "Could not validate credentials") -> HTTPExceptio
     )
 
 
-def get_token_payload(session: SessionDep, token: TokenDep) -> TokenPayload:
+def payload_for_token(session: Session, token: str) -> TokenPayload | None:
+    """The token's claims, if it is well signed, unexpired and not logged out."""
     payload = decode_access_token(token)
     if payload is None or crud.is_token_revoked(session, payload.jti):
+        return None
+    return payload
+
+
+def get_token_payload(session: SessionDep, token: TokenDep) -> TokenPayload:
+    payload = payload_for_token(session, token)
+    if payload is None:
         raise unauthorized()
     return payload
 
@@ -113,11 +122,27 @@ def get_token_payload(session: SessionDep, token: TokenDep) -> TokenPayload:
 TokenPayloadDep = Annotated[TokenPayload, Depends(get_token_payload)]
 
 
-def get_current_user(session: SessionDep, payload: TokenPayloadDep) -> User:
+def user_for_token(session: Session, payload: TokenPayload) -> User | None:
+    """The token's user, unless a password change since has revoked the token."""
     user = session.get(User, int(payload.sub)) if payload.sub.isdigit() else None
     if user is None or payload.ver != user.token_version:
+        return None
+    return user
+
+
+def get_current_user(session: SessionDep, payload: TokenPayloadDep) -> User:
+    user = user_for_token(session, payload)
+    if user is None:
         raise unauthorized()
     return user
+
+
+def authenticate(session: Session, token: str) -> tuple[User, TokenPayload] | None:
+    """The same checks as `CurrentUser`, for a token that arrived outside the
+    Authorization header (the WebSocket's first frame)."""
+    payload = payload_for_token(session, token)
+    user = None if payload is None else user_for_token(session, payload)
+    return None if user is None or payload is None else (user, payload)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

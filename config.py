@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     HASH_CONCURRENCY: int = Field(default=2, ge=1)
     MAX_BODY_BYTES: int = Field(default=64 * 1024, ge=1)
     SQLITE_BUSY_TIMEOUT_SECONDS: float = Field(default=5.0, ge=0)
+    # Empty: live events reach only this process's sockets (one worker). Set it
+    # (redis://host:6379/0) to fan events out to every worker and replica.
+    REDIS_URL: str = ""
+    # Deployments sharing one Redis need a channel each.
+    REDIS_CHANNEL: str = "messageapp:events"
+    # Events waiting to be sent on one socket; a client that falls further
+    # behind is disconnected and catches up over HTTP when it reconnects.
+    WS_SEND_QUEUE: int = Field(default=256, ge=1)
 
     @field_validator("CORS_ORIGINS", "ADMIN_USERNAMES", mode="before")
     @classmethod

@@ -13,11 +13,14 @@ from models import (
     ConversationCreate,
     ConversationKind,
     ConversationPublic,
+    JoinedEvent,
     MemberAdd,
+    ReadEvent,
     ReadMarker,
     UserPublic,
     error_responses,
 )
+from realtime import Events
 
 router = APIRouter(
     tags=["conversations"],
@@ -61,6 +64,7 @@ VisibleConversation = Annotated[ConversationAccess, Depends(get_conversation_acc
 def create_conversation(
     session: SessionDep,
     user: CurrentUser,
+    events: Events,
     conversation_in: Annotated[
         ConversationCreate,
         Body(
@@ -122,7 +126,12 @@ def create_conversation(
         response.status_code = status.HTTP_200_OK
     if conversation is None:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="Channel title already taken")
-    return crud.conversation_public(session, conversation, user)
+    public = crud.conversation_public(session, conversation, user)
+    if response.status_code != status.HTTP_200_OK:
+        # Everyone starts with the same view of a new conversation: a member,
+        # nothing unread, no messages. So the creator's copy serves them all.
+        events.to_users([user, *others], JoinedEvent(conversation=public))
+    return public
 
 
 @router.get("/conversations", summary="Your conversations")
@@ -178,15 +187,18 @@ def read_members(
     responses=error_responses({**NOT_VISIBLE, 422: "Not a channel"}),
 )
 def join_conversation(
-    session: SessionDep, user: CurrentUser, access: VisibleConversation
+    session: SessionDep, user: CurrentUser, access: VisibleConversation, events: Events
 ) -> ConversationPublic:
     """Become a member of a channel. Joining one you are in changes nothing."""
     if access.conversation.kind != ConversationKind.channel:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail="Only channels can be joined"
         )
-    crud.add_member(session, access, user)
-    return crud.conversation_public(session, access.conversation, user)
+    joined = crud.add_member(session, access, user)
+    public = crud.conversation_public(session, access.conversation, user)
+    if joined:
+        events.to_users([user], JoinedEvent(conversation=public))
+    return public
 
 
 @router.post(
@@ -217,6 +229,7 @@ def add_member(
     session: SessionDep,
     user: CurrentUser,
     access: VisibleConversation,
+    events: Events,
     member_in: Annotated[MemberAdd, Body(openapi_examples={"bob": {"value": {"username": "bob"}}})],
 ) -> ConversationPublic:
     """Add a user to a group you are in. Adding a member again changes nothing."""
@@ -236,7 +249,9 @@ def add_member(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=f"A group has at most {MAX_GROUP_MEMBERS} members",
         )
-    crud.add_member(session, access, new_member)
+    if crud.add_member(session, access, new_member):
+        their_view = crud.conversation_public(session, access.conversation, new_member)
+        events.to_users([new_member], JoinedEvent(conversation=their_view))
     return crud.conversation_public(session, access.conversation, user)
 
 
@@ -254,7 +269,9 @@ def add_member(
 )
 def mark_read(
     session: SessionDep,
+    user: CurrentUser,
     access: VisibleConversation,
+    events: Events,
     marker: Annotated[ReadMarker, Body(openapi_examples={"read": {"value": {"message_id": 1}}})],
 ) -> None:
     """Everything up to `message_id` has been seen. The marker only moves
@@ -267,4 +284,7 @@ def mark_read(
         )
     if access.membership is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Join the channel first")
-    crud.mark_read(session, access.membership, marker.message_id)
+    if crud.mark_read(session, access.membership, marker.message_id):
+        # The reader's other tabs and devices update their unread counts.
+        read = ReadEvent(conversation_id=access.conversation.id, message_id=marker.message_id)
+        events.to_users([user], read)

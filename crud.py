@@ -8,7 +8,7 @@ last messages are fetched in bulk, never one query per row).
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -152,6 +152,23 @@ def revoke_token(session: Session, jti: str, expires_at: datetime) -> None:
     session.commit()
 
 
+def live_token_versions(
+    session: Session, user_ids: Collection[int], conversation_id: int | None = None
+) -> dict[int, int]:
+    """Of `user_ids`, those who may receive an event (the members, if a
+    conversation is given), each with their current token version."""
+    query = select(User.id, User.token_version).where(col(User.id).in_(user_ids))
+    if conversation_id is not None:
+        query = query.join(Membership, col(Membership.user_id) == User.id).where(
+            Membership.conversation_id == conversation_id
+        )
+    return {user_id: version for user_id, version in session.exec(query) if user_id is not None}
+
+
+def revoked_among(session: Session, jtis: Collection[str]) -> set[str]:
+    return set(session.exec(select(RevokedToken.jti).where(col(RevokedToken.jti).in_(jtis))))
+
+
 # --- Conversations ---------------------------------------------------------
 
 
@@ -227,11 +244,13 @@ def _add_members(session: Session, conversation: Conversation, users: Sequence[U
     )
 
 
-def add_member(session: Session, access: ConversationAccess, user: User) -> None:
-    """Make `user` a member; nothing happens if they already are one."""
-    if get_membership(session, access.conversation, user) is None:
-        _add_members(session, access.conversation, [user])
-        session.commit()
+def add_member(session: Session, access: ConversationAccess, user: User) -> bool:
+    """Make `user` a member; nothing happens if they already are one. True if added."""
+    if get_membership(session, access.conversation, user) is not None:
+        return False
+    _add_members(session, access.conversation, [user])
+    session.commit()
+    return True
 
 
 def remove_member(session: Session, access: ConversationAccess) -> None:
@@ -261,10 +280,10 @@ def list_members(
     ).all()
 
 
-def mark_read(session: Session, membership: Membership, message_id: int) -> None:
+def mark_read(session: Session, membership: Membership, message_id: int) -> bool:
     """Move the read marker forward to `message_id`; never backward, even when
-    two requests race (the comparison happens inside the UPDATE)."""
-    session.exec(
+    two requests race (the comparison happens inside the UPDATE). True if it moved."""
+    result = session.exec(
         update(Membership)
         .where(
             col(Membership.conversation_id) == membership.conversation_id,
@@ -274,6 +293,7 @@ def mark_read(session: Session, membership: Membership, message_id: int) -> None
         .values(last_read_message_id=message_id)
     )
     session.commit()
+    return result.rowcount == 1
 
 
 def list_conversations(

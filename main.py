@@ -17,10 +17,12 @@ from sqlmodel import select
 
 import auth
 import conversations
+import db
 import messages
+import realtime
 import users
 from config import settings
-from db import SessionDep, engine, init_db
+from db import SessionDep, init_db
 from middleware import BodySizeLimitMiddleware
 from models import error_responses
 
@@ -32,10 +34,11 @@ logger = logging.getLogger("messageapp")
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    init_db(engine)
-    logger.info("Database ready: %s", engine.url.render_as_string(hide_password=True))
-    yield
-    engine.dispose()
+    init_db(db.engine)
+    logger.info("Database ready: %s", db.engine.url.render_as_string(hide_password=True))
+    async with realtime.hub.running():  # live events flow while the app runs
+        yield
+    db.engine.dispose()
 
 
 DESCRIPTION = """
@@ -89,6 +92,7 @@ app.include_router(auth.router)
 app.include_router(users.router)
 app.include_router(conversations.router)
 app.include_router(messages.router)
+app.include_router(realtime.router)
 
 
 @app.get(

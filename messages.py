@@ -13,10 +13,12 @@ from db import SessionDep
 from models import (
     Message,
     MessageCreate,
+    MessageEvent,
     MessagePublic,
     MessageUpdate,
     error_responses,
 )
+from realtime import Events
 
 router = APIRouter(
     tags=["messages"],
@@ -64,6 +66,7 @@ def create_message(
     session: SessionDep,
     user: CurrentUser,
     access: VisibleConversation,
+    events: Events,
     message_in: Annotated[
         MessageCreate,
         Body(
@@ -87,9 +90,14 @@ def create_message(
     if access.membership is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Join the channel first")
     message, created = crud.create_message(session, access.conversation, user, message_in)
-    if not created:
+    public = crud.message_public(message, user)
+    if created:
+        events.to_conversation(
+            message.conversation_id, MessageEvent(type="message.created", message=public)
+        )
+    else:
         response.status_code = status.HTTP_200_OK
-    return crud.message_public(message, user)
+    return public
 
 
 @router.get(
@@ -142,6 +150,7 @@ def update_message(
     session: SessionDep,
     user: CurrentUser,
     visible: VisibleMessage,
+    events: Events,
     message_in: Annotated[
         MessageUpdate,
         Body(openapi_examples={"edit": {"value": {"content": "Hello, world! (edited)"}}}),
@@ -154,7 +163,11 @@ def update_message(
     if message.deleted:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="Message was deleted")
     message = crud.edit_message(session, message, message_in.content)
-    return crud.message_public(message, user)
+    public = crud.message_public(message, user)
+    events.to_conversation(
+        message.conversation_id, MessageEvent(type="message.updated", message=public)
+    )
+    return public
 
 
 @router.delete(
@@ -163,7 +176,9 @@ def update_message(
     summary="Delete your message",
     responses=error_responses({**MESSAGE_NOT_VISIBLE, 403: "Not your message"}),
 )
-def delete_message(session: SessionDep, user: CurrentUser, visible: VisibleMessage) -> None:
+def delete_message(
+    session: SessionDep, user: CurrentUser, visible: VisibleMessage, events: Events
+) -> None:
     """Delete a message you sent. Its text is erased; a tombstone
     (`deleted: true`, `content: null`) keeps its place in the history."""
     message = visible.message
@@ -171,6 +186,10 @@ def delete_message(session: SessionDep, user: CurrentUser, visible: VisibleMessa
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Not your message")
     if not message.deleted:
         crud.delete_message(session, message)
+        tombstone = crud.message_public(message, user)
+        events.to_conversation(
+            message.conversation_id, MessageEvent(type="message.deleted", message=tombstone)
+        )
 
 
 @router.get("/search/messages", summary="Search your messages")

@@ -10,7 +10,7 @@ One hierarchy per resource, as in the SQLModel tutorial:
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, StringConstraints, model_validator
 from sqlalchemy import Index, String, UniqueConstraint, text
@@ -234,6 +234,78 @@ class MemberAdd(SQLModel):
 
 class ReadMarker(SQLModel):
     message_id: int
+
+
+# --- Real time (GET /ws) ----------------------------------------------------
+# Frames a client sends. Each is validated before anything acts on it.
+
+
+class AuthFrame(SQLModel):
+    type: Literal["auth"]
+    token: str = Field(max_length=4096)
+
+
+class TypingFrame(SQLModel):
+    type: Literal["typing"]
+    conversation_id: int
+
+
+class PingFrame(SQLModel):
+    type: Literal["ping"]
+
+
+# `type` picks the model, so an error names the one field that is wrong.
+ClientFrame = Annotated[AuthFrame | TypingFrame | PingFrame, Field(discriminator="type")]
+
+
+# Events the server sends.
+
+
+class ReadyEvent(SQLModel):
+    type: Literal["ready"] = "ready"
+    user: UserPublic
+
+
+class MessageEvent(SQLModel):
+    type: Literal["message.created", "message.updated", "message.deleted"]
+    message: MessagePublic
+
+
+class JoinedEvent(SQLModel):
+    type: Literal["conversation.joined"] = "conversation.joined"
+    conversation: ConversationPublic
+
+
+class ReadEvent(SQLModel):
+    type: Literal["read"] = "read"
+    conversation_id: int
+    message_id: int
+
+
+class TypingEvent(SQLModel):
+    type: Literal["typing"] = "typing"
+    conversation_id: int
+    user: UserPublic
+
+
+class PongEvent(SQLModel):
+    type: Literal["pong"] = "pong"
+
+
+class ErrorEvent(SQLModel):
+    type: Literal["error"] = "error"
+    detail: str
+
+
+class Envelope(SQLModel):
+    """An event on its way from the process that published it to the sockets
+    of every process. It names the recipients, not their sockets: each process
+    looks up, when it delivers, who may receive it."""
+
+    conversation_id: int | None = None  # to the members of this conversation,
+    user_ids: list[int] = Field(default_factory=list)  # or to these users
+    skip_user_id: int | None = None  # not to this user (typing is not echoed)
+    event: str | None = None  # the event's JSON; None: only re-check tokens
 
 
 # --- Errors, for the OpenAPI document ---------------------------------------

@@ -16,6 +16,7 @@ from models import (
     UserUpdate,
     error_responses,
 )
+from realtime import Events
 
 logger = logging.getLogger("messageapp.users")
 
@@ -98,6 +99,7 @@ def change_password(
     _: HashingSlot,
     session: SessionDep,
     user: CurrentUser,
+    events: Events,
     body: Annotated[
         PasswordChange,
         Body(
@@ -122,6 +124,7 @@ def change_password(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="Wrong current password")
     if not crud.set_password(session, user, hash_password(body.new_password)):
         raise unauthorized()  # another change won the race and revoked this token
+    events.check_tokens(user)  # close the sockets opened with the old tokens now
 
 
 @router.get("", summary="Find users", responses=error_responses(UNAUTHORIZED))

@@ -11,31 +11,28 @@ os.environ.pop("DATABASE_URL", None)
 os.environ.pop("SECRET_KEY", None)
 
 import pytest  # noqa: E402
-from fastapi import Request  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import Engine  # noqa: E402
-from sqlmodel import Session  # noqa: E402
 
 import db  # noqa: E402
 from main import app  # noqa: E402
 
 
 @pytest.fixture
-def engine(tmp_path: os.PathLike[str]) -> Iterator[Engine]:
-    """A real SQLite file with the production pragmas (WAL, foreign keys, busy timeout)."""
+def engine(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """A real SQLite file with the production pragmas (WAL, foreign keys, busy timeout).
+
+    It replaces the app's one engine for the test, so the routes, the
+    WebSocket handshake and the real-time hub all use it.
+    """
     engine = db.create_db_engine(f"sqlite:///{tmp_path}/test.db")
     db.init_db(engine)
+    monkeypatch.setattr(db, "engine", engine)
     yield engine
     engine.dispose()
 
 
 @pytest.fixture
 def client(engine: Engine) -> Iterator[TestClient]:
-    def get_session_override(request: Request) -> Iterator[Session]:
-        with db.open_session(engine, write=request.method not in db.READ_METHODS) as session:
-            yield session
-
-    app.dependency_overrides[db.get_session] = get_session_override
     with TestClient(app) as client:  # `with` runs the lifespan
         yield client
-    app.dependency_overrides.clear()

@@ -1,8 +1,11 @@
 """Small factories for tests: each call does one thing through the public API."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketTestSession
 
 PASSWORD = "correct horse battery staple"
 Headers = dict[str, str]
@@ -61,3 +64,16 @@ def history(
 def general_id(client: TestClient, headers: Headers) -> int:
     channels = client.get("/channels", headers=headers).json()
     return next(c["id"] for c in channels if c["title"] == "general")
+
+
+def token_of(headers: Headers) -> str:
+    return headers["Authorization"].removeprefix("Bearer ")
+
+
+@contextmanager
+def live(client: TestClient, headers: Headers) -> Iterator[WebSocketTestSession]:
+    """An authenticated WebSocket: connected, `auth` sent, `ready` received."""
+    with client.websocket_connect("/ws") as ws:
+        ws.send_json({"type": "auth", "token": token_of(headers)})
+        assert ws.receive_json()["type"] == "ready"
+        yield ws

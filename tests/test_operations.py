@@ -8,14 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi import Request
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from sqlmodel import Session
 
 import db
 from config import Settings, load_or_create_secret_key, settings
-from main import app
 from tests.helpers import PASSWORD, bearer, create_conversation, login, new_user, send, signup
 
 
@@ -25,14 +22,11 @@ def test_healthz(client: TestClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
-def test_healthz_database_down(client: TestClient, tmp_path: Path) -> None:
+def test_healthz_database_down(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     broken = db.create_db_engine(f"sqlite:///{tmp_path}/missing-folder/x.db")
-
-    def broken_session(request: Request) -> Iterator[Session]:
-        with db.open_session(broken, write=False) as session:
-            yield session
-
-    app.dependency_overrides[db.get_session] = broken_session
+    monkeypatch.setattr(db, "engine", broken)
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
