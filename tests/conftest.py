@@ -3,6 +3,7 @@
 import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 # Settings are read when the app is imported, so set them first: the app's
 # own default database and key file go to a throwaway folder.
@@ -16,6 +17,7 @@ from sqlalchemy import Engine  # noqa: E402
 
 import db  # noqa: E402
 from main import app  # noqa: E402
+from tests.server import Server  # noqa: E402
 
 
 @pytest.fixture
@@ -36,3 +38,12 @@ def engine(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> Itera
 def client(engine: Engine) -> Iterator[TestClient]:
     with TestClient(app) as client:  # `with` runs the lifespan
         yield client
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """uvicorn in its own process, on a fresh DATA_DIR and a free loopback port."""
+    server = Server(tmp_path / "data")
+    server.start()
+    yield server
+    server.kill()

@@ -1,67 +1,11 @@
 """The real thing: uvicorn in its own process, spoken to over a loopback socket."""
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx2 as httpx
-import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-PASSWORD = "correct horse battery staple"
-
-
-class Server:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / "server.log"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL")}
-        env["DATA_DIR"] = str(self.data_dir)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port)],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("the server did not start")
-
-    def stop(self) -> None:
-        """SIGTERM, as `docker stop` sends: the server must shut down cleanly."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        # uvicorn finishes its shutdown, then exits by the same signal.
-        assert self.process.wait(timeout=10) in (0, -signal.SIGTERM)
-        assert "Application shutdown complete" in self.log.read_text()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "data")
-    server.start()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        server.process.kill()
-        server.process.wait()
+from tests.server import PASSWORD, Server
 
 
 def test_readme_walkthrough(server: Server) -> None:

@@ -1,0 +1,294 @@
+"""Real time against a real uvicorn process, with the `websockets` client."""
+
+import base64
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests.server import Server
+
+Headers = dict[str, str]
+
+
+def token_of(headers: Headers) -> str:
+    return headers["Authorization"].removeprefix("Bearer ")
+
+
+@contextmanager
+def open_socket(server: Server, headers: Headers) -> Iterator[ClientConnection]:
+    with connect(server.ws_url) as ws:
+        ws.send(json.dumps({"type": "auth", "token": token_of(headers)}))
+        assert json.loads(ws.recv(timeout=5))["type"] == "ready"
+        yield ws
+
+
+def next_event(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def close_code(ws: ClientConnection, timeout: float = 10) -> int | None:
+    """Read until the server closes the socket; its close code."""
+    deadline = time.monotonic() + timeout
+    with pytest.raises(ConnectionClosed) as closed:
+        while time.monotonic() < deadline:
+            ws.recv(timeout=deadline - time.monotonic())
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+def group(http: httpx.Client, owner: Headers, *members: str) -> int:
+    body = {"kind": "group", "title": "team", "members": list(members)}
+    response = http.post("/conversations", json=body, headers=owner)
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def post(http: httpx.Client, headers: Headers, conversation_id: int, content: str) -> int:
+    response = http.post(
+        f"/conversations/{conversation_id}/messages", json={"content": content}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def test_live_message_between_two_users(server: Server) -> None:
+    alice, bob = server.user("alice"), server.user("bob")
+    with httpx.Client(base_url=server.url) as http, open_socket(server, bob) as ws:
+        team = group(http, alice, "bob")
+        assert next_event(ws)["type"] == "conversation.joined"
+        message_id = post(http, alice, team, "hello over the wire")
+        event = next_event(ws)
+    assert event["type"] == "message.created"
+    assert event["message"]["id"] == message_id
+    assert event["message"]["author"]["username"] == "alice"
+
+
+@pytest.mark.parametrize("token", ["garbage", ""])
+def test_bad_token_closes_with_4401(server: Server, token: str) -> None:
+    with connect(server.ws_url) as ws:
+        ws.send(json.dumps({"type": "auth", "token": token}))
+        assert close_code(ws) == 4401
+
+
+def test_ping_and_malformed_frames(server: Server) -> None:
+    with open_socket(server, server.user("alice")) as ws:
+        ws.send("{not json")
+        assert next_event(ws)["type"] == "error"
+        ws.send(json.dumps({"type": "ping"}))
+        assert next_event(ws) == {"type": "pong"}
+
+
+def test_reconnect_and_catch_up_loses_nothing(server: Server) -> None:
+    """Messages keep coming while bob's socket drops twice; live events plus
+    `after=` pages give him every message exactly once, in order."""
+    alice, bob = server.user("alice"), server.user("bob")
+    with httpx.Client(base_url=server.url) as http:
+        team = group(http, alice, "bob")
+    posted: list[int] = []
+
+    def keep_posting() -> None:
+        with httpx.Client(base_url=server.url) as http:
+            for i in range(150):
+                posted.append(post(http, alice, team, f"message {i}"))
+
+    writer = threading.Thread(target=keep_posting)
+    seen: list[int] = []
+    with httpx.Client(base_url=server.url) as http:
+        writer.start()
+        for _ in range(3):
+            with open_socket(server, bob) as ws:
+                # Anything sent before this socket was ready is in the history.
+                after = seen[-1] if seen else 0
+                while True:
+                    page = http.get(
+                        f"/conversations/{team}/messages",
+                        params={"after": after, "limit": 200},
+                        headers=bob,
+                    ).json()
+                    seen.extend(m["id"] for m in page if m["id"] not in seen)
+                    if len(page) < 200:
+                        break
+                    after = page[-1]["id"]
+                # Then live, until the socket drops (we close it) mid-stream.
+                for _ in range(20):
+                    try:
+                        event = next_event(ws, timeout=2)
+                    except TimeoutError:
+                        break
+                    if event["type"] == "message.created" and event["message"]["id"] not in seen:
+                        seen.append(event["message"]["id"])
+        writer.join()
+        final = http.get(
+            f"/conversations/{team}/messages",
+            params={"after": seen[-1], "limit": 200},
+            headers=bob,
+        ).json()
+    seen.extend(m["id"] for m in final)
+    assert seen == posted
+
+
+def _raw_websocket(server: Server, token: str) -> socket.socket:
+    """A client that authenticates, then never reads again: its tiny receive
+    buffer fills, and the server's sends to it stall."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16))
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert response.startswith(b"HTTP/1.1 101")
+    payload = json.dumps({"type": "auth", "token": token}).encode()
+    mask = os.urandom(4)
+    assert 126 <= len(payload) < 65536
+    header = bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big") + mask
+    sock.sendall(header + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    return sock
+
+
+@pytest.fixture
+def small_queue_server(tmp_path: Path) -> Iterator[Server]:
+    server = Server(tmp_path / "data", WS_SEND_QUEUE="8")
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_stalled_client_does_not_delay_others(small_queue_server: Server) -> None:
+    """carol's client stops reading; bob's keeps up. Messages are posted until
+    the server gives up on carol: bob gets every one, and quickly."""
+    server = small_queue_server
+    alice, bob, carol = server.user("alice"), server.user("bob"), server.user("carol")
+    received: list[int] = []
+    latest_arrival = [0.0]
+
+    def read_events(ws: ClientConnection) -> None:
+        try:
+            while True:
+                event = json.loads(ws.recv(timeout=30))
+                if event["type"] == "message.created":
+                    received.append(event["message"]["id"])
+                    latest_arrival[0] = time.monotonic()
+        except (ConnectionClosed, TimeoutError):
+            pass
+
+    with httpx.Client(base_url=server.url) as http:
+        team = group(http, alice, "bob", "carol")
+        stalled = _raw_websocket(server, token_of(carol))
+        with open_socket(server, bob) as ws:
+            reader = threading.Thread(target=read_events, args=(ws,))
+            reader.start()
+            big = "x" * 3900  # the kernel buffers a few MB before sends stall
+            ids: list[int] = []
+            while "fell too far behind" not in server.log.read_text():
+                assert len(ids) < 5000, "the stalled socket was never closed"
+                ids += [post(http, alice, team, f"{i} {big}") for i in range(50)]
+            # carol is gone; one more message, timed from its 201 to bob's socket.
+            sent_at = time.monotonic()
+            ids.append(post(http, alice, team, "after carol"))
+            deadline = sent_at + 10
+            while len(received) < len(ids) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            ws.close()
+            reader.join()
+        stalled.close()
+    assert received == ids
+    assert latest_arrival[0] - sent_at < 2
+
+
+def test_sigterm_closes_sockets_and_stops_promptly(server: Server) -> None:
+    with ExitStack() as stack:
+        sockets = [
+            stack.enter_context(open_socket(server, server.user(name)))
+            for name in ("alice", "bob", "carol")
+        ]
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 5
+        for ws in sockets:
+            assert close_code(ws) == 1012  # "service restart": reconnect later
+
+
+# --- Several processes through Redis -----------------------------------------
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+needs_redis = pytest.mark.skipif(not REDIS_URL, reason="set TEST_REDIS_URL to run")
+
+
+@pytest.fixture
+def two_servers(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    """Two processes on one database and one Redis channel, as two replicas."""
+    channel = f"messageapp-test:{uuid.uuid4().hex}"  # runs sharing Redis stay apart
+    servers = tuple(
+        Server(tmp_path / "data", REDIS_URL=REDIS_URL, REDIS_CHANNEL=channel) for _ in range(2)
+    )
+    for server in servers:
+        server.start()
+    yield servers  # type: ignore[misc]
+    for server in servers:
+        server.kill()
+
+
+@needs_redis
+def test_redis_event_reaches_a_socket_on_another_process(
+    two_servers: tuple[Server, Server],
+) -> None:
+    one, two = two_servers
+    alice, bob = one.user("alice"), one.user("bob")
+    with httpx.Client(base_url=two.url) as http, open_socket(one, bob) as ws:
+        team = group(http, alice, "bob")  # created through process two...
+        assert next_event(ws)["type"] == "conversation.joined"  # ...seen on process one
+        message_id = post(http, alice, team, "across processes")
+        event = next_event(ws)
+        assert event["type"] == "message.created"
+        assert event["message"]["id"] == message_id
+        with open_socket(two, alice) as alice_ws:
+            ws.send(json.dumps({"type": "typing", "conversation_id": team}))
+            typing = next_event(alice_ws)
+        assert typing["type"] == "typing"
+        assert typing["user"]["username"] == "bob"
+
+
+@needs_redis
+def test_redis_password_change_closes_sockets_on_every_process(
+    two_servers: tuple[Server, Server],
+) -> None:
+    one, two = two_servers
+    bob = one.user("bob")
+    with open_socket(one, bob) as ws, httpx.Client(base_url=two.url) as http:
+        change = {"current_password": "correct horse battery staple", "new_password": "z" * 12}
+        assert http.put("/users/me/password", json=change, headers=bob).status_code == 204
+        assert close_code(ws) == 4401
+
+
+def test_http_keeps_working_when_redis_is_down(tmp_path: Path) -> None:
+    # Nothing listens on port 1: every publish fails, fast.
+    server = Server(tmp_path / "data", REDIS_URL="redis://127.0.0.1:1/0")
+    server.start()
+    try:
+        alice = server.user("alice")
+        with httpx.Client(base_url=server.url) as http, open_socket(server, alice):
+            started = time.monotonic()
+            post(http, alice, 1, "Redis is down, the message is not")
+            assert time.monotonic() - started < 3
+            page = http.get("/conversations/1/messages", headers=alice).json()
+        assert [m["content"] for m in page] == ["Redis is down, the message is not"]
+        assert "Redis unavailable" in server.log.read_text()
+    finally:
+        server.kill()
