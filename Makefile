@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck check clean
+.PHONY: run test lint typecheck check bench clean
 
 run: $(VENV)/.run-deps  ## Start the service on http://$(HOST):$(PORT) (SQLite in ./data)
 	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT)
@@ -22,6 +22,9 @@ typecheck: $(VENV)/.dev-deps  ## Type-check with mypy (strict)
 	$(BIN)/mypy .
 
 check: lint typecheck test  ## Everything CI runs
+
+bench: $(VENV)/.dev-deps  ## WebSocket fan-out: 1,000 sockets, POST to arrival, memory per socket
+	$(BIN)/python bench/ws_fanout.py
 
 clean:  ## Remove the virtualenv and caches (keeps ./data)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

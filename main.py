@@ -46,6 +46,11 @@ A small messaging service: direct messages, private groups and public channels.
 
 **Try it here:** create an account with `POST /users`, press **Authorize**
 (top right) and log in with it; every route below then works from this page.
+
+**Live events** come over a WebSocket at `/ws`, which this page cannot show:
+send `{"type": "auth", "token": "<access_token>"}` as the first frame, then
+receive `message.created`, `message.updated`, `message.deleted`,
+`conversation.joined`, `read` and `typing` events as JSON.
 """
 
 # A plain FastAPI app, except that Swagger UI (/docs) and ReDoc (/redoc) load

@@ -56,7 +56,10 @@ AUTH_TIMEOUT_SECONDS = 10.0
 CLOSE_NORMAL = 1000
 CLOSE_UNAUTHORIZED = 4401  # HTTP's 401 in the 4000-4999 range kept for applications
 CLOSE_TOO_SLOW = 1013  # "try again later": the client fell too far behind
+CLOSE_TOO_BIG = 1009  # "message too big"
 CLOSE_TIMEOUT_SECONDS = 5.0
+# Every frame a client may send is small (a token is the largest part).
+MAX_FRAME_CHARS = 16 * 1024
 
 auth_frame = TypeAdapter(AuthFrame)
 client_frame: TypeAdapter[AuthFrame | TypingFrame | PingFrame] = TypeAdapter(ClientFrame)
@@ -164,7 +167,12 @@ class RedisBroker:
                     logger.info("Listening for events on Redis")
                     delay = 0.1
                     async for message in pubsub.listen():
-                        yield Envelope.model_validate_json(message["data"])
+                        try:
+                            envelope = Envelope.model_validate_json(message["data"])
+                        except ValidationError:
+                            logger.warning("Ignored a malformed event from Redis")
+                            continue
+                        yield envelope
             except (RedisError, OSError) as exc:
                 logger.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
                 await anyio.sleep(delay)
@@ -324,10 +332,11 @@ async def handshake(websocket: WebSocket) -> Connection | None:
     """Wait for the `auth` frame and check its token; None if it is not right."""
     with anyio.move_on_after(AUTH_TIMEOUT_SECONDS):
         message = await websocket.receive()
-        if message["type"] != "websocket.receive" or message.get("text") is None:
+        text = message.get("text")
+        if message["type"] != "websocket.receive" or text is None or len(text) > MAX_FRAME_CHARS:
             return None
         try:
-            frame = auth_frame.validate_json(message["text"])
+            frame = auth_frame.validate_json(text)
         except ValidationError:
             return None
         # The database is synchronous: query it in a worker thread, as FastAPI
@@ -368,6 +377,9 @@ async def receive_frames(connection: Connection) -> None:
         if text is None:
             connection.send(error_frame("Frames must be JSON text, not binary"))
             continue
+        if len(text) > MAX_FRAME_CHARS:
+            connection.close(CLOSE_TOO_BIG, "Frame too large")
+            return
         try:
             frame = client_frame.validate_json(text)
         except ValidationError as exc:

@@ -161,6 +161,17 @@ def test_ws_malformed_frame_gets_error_and_stays_open(
         assert ws.receive_json() == {"type": "pong"}
 
 
+def test_ws_oversized_frame_closes_the_socket(client: TestClient) -> None:
+    with live(client, new_user(client, "alice")) as ws:
+        ws.send_json({"type": "ping", "padding": "x" * realtime.MAX_FRAME_CHARS})
+        assert_closed(ws, realtime.CLOSE_TOO_BIG)
+
+
+def test_ws_oversized_first_frame(client: TestClient) -> None:
+    frame = {"type": "auth", "token": "x" * realtime.MAX_FRAME_CHARS}
+    assert handshake(client, frame) == realtime.CLOSE_UNAUTHORIZED
+
+
 # --- Messages ----------------------------------------------------------------
 
 

@@ -1,0 +1,206 @@
+"""WebSocket fan-out: one POST, 1,000 open sockets in one channel.
+
+Prints how long a message takes from the start of its POST to its arrival on
+every socket (p50, p99, max over all deliveries, and the median time until the
+last socket has it), and the server's memory per open socket (RSS growth /
+sockets).
+
+    .venv/bin/python bench/ws_fanout.py [--sockets 1000] [--messages 30]
+
+The server is a real uvicorn process on a fresh DATA_DIR, pinned to CPU 0 when
+`taskset` exists; this client runs on CPU 1. Users and memberships are written
+straight into SQLite (signing up 1,000 users through argon2 would take minutes),
+and their tokens are signed with the server's key, as /token would.
+"""
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import resource
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DATA_DIR = Path(tempfile.mkdtemp(prefix="messageapp-bench-"))
+# Settings are read at import, so the key and folder must be set before.
+os.environ.update(DATA_DIR=str(DATA_DIR), SECRET_KEY=secrets.token_urlsafe(48))
+os.environ.pop("DATABASE_URL", None)
+os.environ.pop("REDIS_URL", None)
+
+import httpx2 as httpx  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+
+import auth  # noqa: E402
+import db  # noqa: E402
+from config import settings  # noqa: E402
+from models import User  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pinned(cpu: int) -> list[str]:
+    two_cpus = (os.cpu_count() or 1) > 1
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and two_cpus else []
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def start_server(port: int) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(
+        [*pinned(0), sys.executable, "-m", "uvicorn", "main:app", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError("the server did not start")
+
+
+def add_users(count: int) -> list[str]:
+    """`count` users, all members of #general; a token for each."""
+    engine = db.create_db_engine(settings.DATABASE_URL)
+    with engine.begin() as connection:
+        general = connection.execute(
+            text("SELECT id FROM conversation WHERE channel_key = 'general'")
+        ).scalar_one()
+        connection.execute(
+            text(
+                "INSERT INTO user (username, hashed_password, role, token_version, created_at)"
+                " VALUES (:name, '-', 'member', 0, CURRENT_TIMESTAMP)"
+            ),
+            [{"name": f"user{i:05d}"} for i in range(count)],
+        )
+        ids = [row[0] for row in connection.execute(text("SELECT id FROM user ORDER BY id"))]
+        connection.execute(
+            text(
+                "INSERT INTO membership (conversation_id, user_id, joined_at, last_read_message_id)"
+                " VALUES (:c, :u, CURRENT_TIMESTAMP, 0)"
+            ),
+            [{"c": general, "u": user_id} for user_id in ids],
+        )
+    engine.dispose()
+    return [auth.create_access_token(User(id=i, username="-", hashed_password="-")) for i in ids]
+
+
+async def open_socket(url: str, token: str) -> ClientConnection:
+    ws = await connect(url, max_queue=None, compression=None)
+    await ws.send(json.dumps({"type": "auth", "token": token}))
+    assert json.loads(await ws.recv())["type"] == "ready"
+    return ws
+
+
+async def run(sockets: int, messages: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * sockets + 256)), hard))
+    port = free_port()
+    server = start_server(port)
+    try:
+        tokens = add_users(sockets)
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base) as http:
+            general = (await http.get("/channels", headers=bearer(tokens[0]))).json()[0]["id"]
+            await asyncio.sleep(1)
+            before = rss_kib(server.pid)
+            open_started = time.monotonic()
+            clients: list[ClientConnection] = []
+            for start in range(0, sockets, 100):  # 100 handshakes at a time
+                batch = tokens[start : start + 100]
+                url = f"ws://127.0.0.1:{port}/ws"
+                clients += await asyncio.gather(*(open_socket(url, t) for t in batch))
+            open_seconds = time.monotonic() - open_started
+            await asyncio.sleep(1)
+            after = rss_kib(server.pid)
+
+            latencies: list[float] = []
+            last_arrivals: list[float] = []
+            # This client's own garbage collection, sweeping 1,000 sockets,
+            # would add 100 ms pauses that the server is not to blame for.
+            gc.collect()
+            gc.disable()
+            for n in range(messages):
+                started = time.monotonic()
+                response = await http.post(
+                    f"/conversations/{general}/messages",
+                    json={"content": f"fan-out {n}"},
+                    headers=bearer(tokens[0]),
+                )
+                assert response.status_code == 201, response.text
+                message_id = response.json()["id"]
+                arrivals = await asyncio.gather(*(arrival(ws, message_id) for ws in clients))
+                delays = [t - started for t in arrivals]
+                latencies += delays
+                last_arrivals.append(max(delays))
+                await asyncio.sleep(0.2)
+            gc.enable()
+            await asyncio.gather(*(ws.close() for ws in clients))
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(DATA_DIR, ignore_errors=True)
+
+    latencies.sort()
+    ms = 1000
+    print(f"sockets: {sockets}, messages: {messages} ({len(latencies)} deliveries)")
+    print(f"opening {sockets} sockets (auth included): {open_seconds:.2f} s")
+    print(
+        f"POST start -> arrival: p50 {latencies[len(latencies) // 2] * ms:.1f} ms, "
+        f"p99 {latencies[int(len(latencies) * 0.99)] * ms:.1f} ms, "
+        f"max {latencies[-1] * ms:.1f} ms"
+    )
+    print(f"until the last socket has it: median {statistics.median(last_arrivals) * ms:.1f} ms")
+    print("  per message, ms:", " ".join(f"{t * ms:.0f}" for t in last_arrivals))
+    print(
+        f"server RSS: {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB, "
+        f"{(after - before) / sockets:.1f} KiB per socket"
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def arrival(ws: ClientConnection, message_id: int) -> float:
+    while True:
+        event = json.loads(await ws.recv())
+        if event["type"] == "message.created" and event["message"]["id"] == message_id:
+            return time.monotonic()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sockets", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=30)
+    args = parser.parse_args()
+    if pinned(1):
+        os.sched_setaffinity(0, {1})
+    asyncio.run(run(args.sockets, args.messages))
+
+
+if __name__ == "__main__":
+    main()
