@@ -230,30 +230,48 @@ def test_ws_failed_request_sends_no_event(client: TestClient) -> None:
 
 
 def test_ws_message_updated(client: TestClient) -> None:
-    alice, bob = new_user(client, "alice"), new_user(client, "bob")
+    alice, bob, carol = (new_user(client, name) for name in ("alice", "bob", "carol"))
     group = group_of(client, alice, "bob")
+    direct = create_conversation(client, alice, kind="direct", members=["carol"])["id"]
     sent = send(client, alice, group, "draft")
-    with live(client, bob) as b:
+    with live(client, bob) as b, live(client, carol) as c:
         edited = client.patch(
             f"/messages/{sent['id']}", json={"content": "final"}, headers=alice
         ).json()
         event = b.receive_json()
+        later = send(client, alice, direct, "carol saw no edit")
+        assert c.receive_json()["message"] == later
     assert event == {"type": "message.updated", "message": edited}
     assert event["message"]["content"] == "final"
     assert event["message"]["edited_at"] is not None
 
 
-def test_ws_message_deleted_is_a_tombstone(client: TestClient) -> None:
+def test_ws_failed_edit_sends_no_event(client: TestClient) -> None:
     alice, bob = new_user(client, "alice"), new_user(client, "bob")
     group = group_of(client, alice, "bob")
+    sent = send(client, alice, group, "mine")
+    with live(client, alice) as a:
+        response = client.patch(f"/messages/{sent['id']}", json={"content": "x"}, headers=bob)
+        assert response.status_code == 403
+        assert client.delete(f"/messages/{sent['id']}", headers=bob).status_code == 403
+        later = send(client, bob, group, "after the failures")
+        assert a.receive_json()["message"] == later
+
+
+def test_ws_message_deleted_is_a_tombstone(client: TestClient) -> None:
+    alice, bob, carol = (new_user(client, name) for name in ("alice", "bob", "carol"))
+    group = group_of(client, alice, "bob")
+    direct = create_conversation(client, alice, kind="direct", members=["carol"])["id"]
     sent = send(client, alice, group, "oops, a secret")
-    with live(client, bob) as b:
+    with live(client, bob) as b, live(client, carol) as c:
         assert client.delete(f"/messages/{sent['id']}", headers=alice).status_code == 204
         event = b.receive_json()
         # Deleting again changes nothing, so it publishes nothing.
         assert client.delete(f"/messages/{sent['id']}", headers=alice).status_code == 204
         later = send(client, alice, group, "after")
         assert b.receive_json()["message"] == later
+        to_carol = send(client, alice, direct, "carol saw no deletion")
+        assert c.receive_json()["message"] == to_carol
     assert event["type"] == "message.deleted"
     assert event["message"]["id"] == sent["id"]
     assert event["message"]["deleted"] is True
@@ -307,15 +325,19 @@ def test_ws_conversation_joined_on_join(client: TestClient) -> None:
     alice, bob = new_user(client, "alice"), new_user(client, "bob")
     channel = create_conversation(client, alice, kind="channel", title="random")["id"]
     send(client, alice, channel, "before bob")
-    with live(client, bob) as b:
+    with live(client, bob) as b, live(client, alice) as a:
+        assert client.post(f"/conversations/{channel}/join", headers=bob).status_code == 200
+        # Joining again changes nothing: no second event.
         assert client.post(f"/conversations/{channel}/join", headers=bob).status_code == 200
         event = b.receive_json()
         assert event["type"] == "conversation.joined"
         assert event["conversation"]["id"] == channel
         assert event["conversation"]["unread_count"] == 0
-        # A member now: the next message reaches bob at once.
+        # A member now: the next message reaches bob at once. alice, already
+        # a member, was told nothing of bob's joining.
         sent = send(client, alice, channel, "welcome")
         assert b.receive_json() == {"type": "message.created", "message": sent}
+        assert a.receive_json() == {"type": "message.created", "message": sent}
 
 
 def test_ws_conversation_joined_on_add(client: TestClient) -> None:
