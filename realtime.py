@@ -44,6 +44,7 @@ from models import (
     PingFrame,
     PongEvent,
     ReadyEvent,
+    TokenPayload,
     TypingEvent,
     TypingFrame,
     User,
@@ -319,13 +320,9 @@ def error_frame(detail: str) -> str:
     return ErrorEvent(detail=detail).model_dump_json()
 
 
-def _authenticate(token: str) -> tuple[User, int, str, int] | None:
+def _authenticate(token: str) -> tuple[User, TokenPayload] | None:
     with db.open_session(db.engine, write=False) as session:
-        result = authenticate(session, token)
-        if result is None:
-            return None
-        user, payload = result
-        return user, payload.ver, payload.jti, payload.exp
+        return authenticate(session, token)
 
 
 async def handshake(websocket: WebSocket) -> Connection | None:
@@ -344,8 +341,10 @@ async def handshake(websocket: WebSocket) -> Connection | None:
         found = await anyio.to_thread.run_sync(_authenticate, frame.token)
         if found is None:
             return None
-        user, version, jti, expires_at = found
-        return Connection(websocket, UserPublic.model_validate(user), jti, version, expires_at)
+        user, token = found
+        return Connection(
+            websocket, UserPublic.model_validate(user), token.jti, token.ver, token.exp
+        )
     return None
 
 
