@@ -15,8 +15,9 @@ run: $(VENV)/.run-deps  ## Start the service on http://$(HOST):$(PORT) (SQLite i
 test: $(VENV)/.dev-deps  ## Run the test suite
 	$(BIN)/pytest
 
-lint: $(VENV)/.dev-deps  ## Lint with ruff
+lint: $(VENV)/.dev-deps  ## Lint with ruff, and the Dockerfile with hadolint
 	$(BIN)/ruff check .
+	$(BIN)/hadolint Dockerfile
 
 typecheck: $(VENV)/.dev-deps  ## Type-check with mypy (strict)
 	$(BIN)/mypy .
