@@ -25,9 +25,9 @@ RUN python -m venv /opt/venv \
 # ---- the image
 FROM python:3.11-slim
 
-# WEB_CONCURRENCY: uvicorn's worker count. Keep 1: SQLite and the in-process
-# real-time hub work in one process only. uvicorn also reads FORWARDED_ALLOW_IPS
-# (default 127.0.0.1,::1): the proxies whose X-Forwarded-* headers it trusts.
+# WEB_CONCURRENCY: uvicorn's worker count. More than 1 needs REDIS_URL, or live
+# events reach only the sockets of the worker that sent them. uvicorn also reads
+# FORWARDED_ALLOW_IPS (default 127.0.0.1,::1): the proxies it trusts for X-Forwarded-*.
 ENV PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
     DATA_DIR=/data \
