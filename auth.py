@@ -16,6 +16,7 @@ from sqlmodel import Session
 import crud
 from config import settings
 from db import SessionDep
+from hub import Events
 from models import Token, TokenPayload, User, error_responses, utcnow
 
 logger = logging.getLogger("messageapp.auth")
@@ -203,6 +204,10 @@ def login(_: HashingSlot, session: SessionDep, form: LoginForm) -> Token:
     summary="Log out",
     responses=error_responses({401: "Missing, invalid, expired or revoked token"}),
 )
-def logout(session: SessionDep, payload: TokenPayloadDep, _: CurrentUser) -> None:
-    """Revoke the token this request carries; other tokens of yours keep working."""
+def logout(
+    session: SessionDep, payload: TokenPayloadDep, user: CurrentUser, events: Events
+) -> None:
+    """Revoke the token this request carries; other tokens of yours keep working.
+    A WebSocket opened with this token is closed."""
     crud.revoke_token(session, payload.jti, datetime.fromtimestamp(payload.exp, UTC))
+    events.check_tokens(user)

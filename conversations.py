@@ -8,8 +8,10 @@ import crud
 from auth import CurrentUser
 from crud import ConversationAccess
 from db import SessionDep
+from hub import Events
 from models import (
     MAX_GROUP_MEMBERS,
+    MAX_ID,
     ConversationCreate,
     ConversationKind,
     ConversationPublic,
@@ -20,7 +22,6 @@ from models import (
     UserPublic,
     error_responses,
 )
-from realtime import Events
 
 router = APIRouter(
     tags=["conversations"],
@@ -35,7 +36,7 @@ Offset = Annotated[int, Query(ge=0)]
 def get_conversation_access(
     session: SessionDep,
     user: CurrentUser,
-    conversation_id: Annotated[int, Path(description="The conversation's id")],
+    conversation_id: Annotated[int, Path(le=MAX_ID, description="The conversation's id")],
 ) -> ConversationAccess:
     """The conversation in the path, if the caller may see it: a member sees
     it, and anyone signed in sees a channel. Anything else is 404, so a

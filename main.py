@@ -18,6 +18,7 @@ from sqlmodel import select
 import auth
 import conversations
 import db
+import hub
 import messages
 import realtime
 import users
@@ -36,7 +37,7 @@ logger = logging.getLogger("messageapp")
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     init_db(db.engine)
     logger.info("Database ready: %s", db.engine.url.render_as_string(hide_password=True))
-    async with realtime.hub.running():  # live events flow while the app runs
+    async with hub.hub.running():  # live events flow while the app runs
         yield
     db.engine.dispose()
 

@@ -10,7 +10,9 @@ from auth import CurrentUser
 from conversations import NOT_VISIBLE, VisibleConversation
 from crud import ConversationAccess
 from db import SessionDep
+from hub import Events
 from models import (
+    MAX_ID,
     Message,
     MessageCreate,
     MessageEvent,
@@ -18,7 +20,6 @@ from models import (
     MessageUpdate,
     error_responses,
 )
-from realtime import Events
 
 router = APIRouter(
     tags=["messages"],
@@ -36,7 +37,7 @@ class VisibleMessageAccess:
 def get_visible_message(
     session: SessionDep,
     user: CurrentUser,
-    message_id: Annotated[int, Path(description="The message's id")],
+    message_id: Annotated[int, Path(le=MAX_ID, description="The message's id")],
 ) -> VisibleMessageAccess:
     """The message in the path, if the caller may see its conversation (else 404)."""
     message = crud.get_message(session, message_id)
@@ -109,8 +110,12 @@ def read_messages(
     session: SessionDep,
     access: VisibleConversation,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(ge=0, description="Messages older than this id")] = None,
-    after: Annotated[int | None, Query(ge=0, description="Messages newer than this id")] = None,
+    before: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="Messages older than this id")
+    ] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="Messages newer than this id")
+    ] = None,
 ) -> list[MessagePublic]:
     """A page of messages, oldest first. Tombstones of deleted messages are included.
 
@@ -197,7 +202,9 @@ def search_messages(
     session: SessionDep,
     user: CurrentUser,
     q: Annotated[str, Query(min_length=1, max_length=100, description="Text to find")],
-    conversation_id: Annotated[int | None, Query(description="Only in this conversation")] = None,
+    conversation_id: Annotated[
+        int | None, Query(le=MAX_ID, description="Only in this conversation")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[MessagePublic]:
     """Messages containing `q`, ignoring case in any language (`MÜNCHEN` finds

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, StringConstraints, model_validator
+from pydantic import AfterValidator, Strict, StringConstraints, model_validator
 from sqlalchemy import Index, String, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
@@ -42,6 +42,8 @@ MessageText = Annotated[
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 MAX_GROUP_MEMBERS = 100
+# Ids fit SQL's BIGINT; a larger number would overflow the database driver.
+MAX_ID = 2**63 - 1
 
 
 class Role(StrEnum):
@@ -233,7 +235,7 @@ class MemberAdd(SQLModel):
 
 
 class ReadMarker(SQLModel):
-    message_id: int
+    message_id: int = Field(ge=0, le=MAX_ID)
 
 
 # --- Real time (GET /ws) ----------------------------------------------------
@@ -247,7 +249,7 @@ class AuthFrame(SQLModel):
 
 class TypingFrame(SQLModel):
     type: Literal["typing"]
-    conversation_id: int
+    conversation_id: Annotated[int, Strict()] = Field(ge=1, le=MAX_ID)  # not "1", 1.0, true
 
 
 class PingFrame(SQLModel):

@@ -1,41 +1,28 @@
-"""Live events over WebSockets: `GET /ws`, the hub that fans events out, and
-the brokers that carry them between processes.
+"""`GET /ws`: the WebSocket protocol of live events.
 
-The path of one event:
-
-1. A route commits its change, then hands the event to the request's
-   `Outbox`. The outbox publishes only after the route has returned without
-   an error, so a change that was rolled back never produces an event.
-2. A broker carries it to every process: `LocalBroker` within this one (the
-   default), `RedisBroker` through Redis pub/sub to every worker and replica.
-3. In each process, `Hub.deliver` asks the database, at that moment, which of
-   its connected users may receive it (the conversation's members, with a
-   token still valid) and queues it on each of their sockets.
-4. Every socket has a bounded queue and its own sender task, so a client
-   that cannot keep up is disconnected instead of slowing anyone else down.
+A client connects, sends `{"type": "auth", "token": ...}` within 10 s, gets
+`{"type": "ready", ...}`, and from then on receives the events that the hub
+(hub.py) queues on its connection. It may send `ping` and `typing` frames.
 """
 
-import asyncio
 import logging
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Collection, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Annotated, Protocol
+from typing import Final
 
 import anyio
-import redis.asyncio as redis
-from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
-from redis.exceptions import RedisError
-from sqlmodel import SQLModel
 from starlette.websockets import WebSocketState
 
-import crud
 import db
 from auth import authenticate
-from config import settings
+from hub import (
+    CLOSE_NORMAL,
+    CLOSE_UNAUTHORIZED,
+    Connection,
+    hub,
+    recipients,
+)
 from models import (
     AuthFrame,
     ClientFrame,
@@ -54,264 +41,23 @@ from models import (
 logger = logging.getLogger("messageapp.realtime")
 
 AUTH_TIMEOUT_SECONDS = 10.0
-CLOSE_NORMAL = 1000
-CLOSE_UNAUTHORIZED = 4401  # HTTP's 401 in the 4000-4999 range kept for applications
-CLOSE_TOO_SLOW = 1013  # "try again later": the client fell too far behind
-CLOSE_TOO_BIG = 1009  # "message too big"
-CLOSE_TIMEOUT_SECONDS = 5.0
 # Every frame a client may send is small (a token is the largest part).
-MAX_FRAME_CHARS = 16 * 1024
+MAX_FRAME_CHARS: Final = 16 * 1024
+CLOSE_TOO_BIG: Final = 1009  # "message too big"
+CLOSE_POLICY: Final = 1008  # "policy violation": too many frames
+# A client sends a frame now and then (typing every few seconds, a ping);
+# a socket may send FRAME_BURST at once, then FRAME_RATE a second.
+FRAME_RATE: Final = 10.0
+FRAME_BURST: Final = 20.0
+# At most one `typing` event per user and conversation in this interval;
+# more frames are dropped (clients repeat them while the user types).
+TYPING_INTERVAL_SECONDS: Final = 2.0
+CLOSE_TIMEOUT_SECONDS: Final = 5.0
 
 auth_frame = TypeAdapter(AuthFrame)
 client_frame: TypeAdapter[AuthFrame | TypingFrame | PingFrame] = TypeAdapter(ClientFrame)
-
-
-# --- One socket ------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class Connection:
-    """One open, authenticated socket, and what its token allows."""
-
-    websocket: WebSocket
-    user: UserPublic
-    jti: str
-    token_version: int
-    expires_at: float  # the token's `exp`, in seconds since the epoch
-    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(settings.WS_SEND_QUEUE))
-    # Cancelling it ends the socket's tasks; the endpoint then says goodbye.
-    cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    close_code: int = CLOSE_NORMAL
-    close_reason: str = ""
-
-    def send(self, text: str) -> None:
-        """Queue a frame, never waiting: a socket that is full is closed."""
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
-            logger.info("Closing a socket of user %s: it fell too far behind", self.user.id)
-            self.close(CLOSE_TOO_SLOW, "Too far behind; reconnect and catch up")
-
-    def close(self, code: int, reason: str = "") -> None:
-        if not self.cancel_scope.cancel_called:
-            self.close_code, self.close_reason = code, reason
-            self.cancel_scope.cancel()
-
-
-# --- The brokers: how an event reaches every process -------------------------
-
-
-class Broker(Protocol):
-    async def publish(self, envelope: Envelope) -> None: ...
-
-    def subscribe(self) -> AsyncIterator[Envelope]: ...
-
-    async def aclose(self) -> None: ...
-
-
-class LocalBroker:
-    """One process: publishing puts the envelope on a queue that the hub reads.
-    Right for a single uvicorn worker; with several, use `RedisBroker`."""
-
-    MAX_PENDING = 10_000
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Envelope] | None = None
-
-    async def publish(self, envelope: Envelope) -> None:
-        if self.queue is None:
-            return  # not started: no socket can be open either
-        try:
-            self.queue.put_nowait(envelope)
-        except asyncio.QueueFull:
-            logger.warning("Event dropped: the hub is %s events behind", self.MAX_PENDING)
-
-    async def subscribe(self) -> AsyncIterator[Envelope]:
-        # Made here, inside the running event loop that will use it.
-        self.queue = asyncio.Queue(self.MAX_PENDING)
-        while True:
-            yield await self.queue.get()
-
-    async def aclose(self) -> None:
-        self.queue = None
-
-
-class RedisBroker:
-    """Several processes: each publishes to one Redis pub/sub channel and
-    listens to it, so an event reaches the sockets held by every process.
-
-    Delivery stays best effort: while Redis is down, HTTP keeps working,
-    events are lost, and the listener reconnects as soon as Redis is back.
-    """
-
-    def __init__(self, url: str, channel: str) -> None:
-        self.channel = channel
-        # Publishing happens inside requests, so it must fail fast. The
-        # listener waits for messages for ever, so it gets no read timeout.
-        self.publisher = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self.listener = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=15
-        )
-
-    async def publish(self, envelope: Envelope) -> None:
-        try:
-            await self.publisher.publish(self.channel, envelope.model_dump_json())
-        except (RedisError, OSError) as exc:
-            logger.warning("Event not published, Redis unavailable: %s", exc)
-
-    async def subscribe(self) -> AsyncIterator[Envelope]:
-        delay = 0.1
-        while True:
-            try:
-                async with self.listener.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self.channel)
-                    logger.info("Listening for events on Redis")
-                    delay = 0.1
-                    async for message in pubsub.listen():
-                        try:
-                            envelope = Envelope.model_validate_json(message["data"])
-                        except ValidationError:
-                            logger.warning("Ignored a malformed event from Redis")
-                            continue
-                        yield envelope
-            except (RedisError, OSError) as exc:
-                logger.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def aclose(self) -> None:
-        await self.publisher.aclose()
-        await self.listener.aclose()
-
-
-# --- The hub: this process's sockets ---------------------------------------
-
-
-def _recipients(
-    user_ids: Collection[int], conversation_id: int | None, jtis: Collection[str]
-) -> tuple[dict[int, int], set[str]]:
-    """Who of `user_ids` may receive (and their token versions), and which
-    of the sockets' tokens have been logged out."""
-    with db.open_session(db.engine, write=False) as session:
-        versions = crud.live_token_versions(session, user_ids, conversation_id)
-        return versions, crud.revoked_among(session, jtis)
-
-
-class Hub:
-    """The open sockets of this process, by user, and the delivery of events to them."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.connections: defaultdict[int, set[Connection]] = defaultdict(set)
-
-    def add(self, connection: Connection) -> None:
-        self.connections[connection.user.id].add(connection)
-
-    def remove(self, connection: Connection) -> None:
-        sockets = self.connections.get(connection.user.id)
-        if sockets is not None:
-            sockets.discard(connection)
-            if not sockets:
-                del self.connections[connection.user.id]
-
-    async def publish(self, envelope: Envelope) -> None:
-        await self.broker.publish(envelope)
-
-    async def deliver(self, envelope: Envelope) -> None:
-        """Queue the event on the sockets of those who may receive it now,
-        and close any socket whose token has expired or been revoked."""
-        if envelope.conversation_id is not None:
-            user_ids = set(self.connections)
-        else:
-            user_ids = {u for u in envelope.user_ids if u in self.connections}
-        if envelope.skip_user_id is not None:
-            user_ids.discard(envelope.skip_user_id)
-        if not user_ids:
-            return  # nobody here could receive it: no need to ask the database
-        connections = [c for u in user_ids for c in self.connections.get(u, ())]
-        versions, revoked = await anyio.to_thread.run_sync(
-            _recipients, user_ids, envelope.conversation_id, {c.jti for c in connections}
-        )
-        now = time.time()
-        for connection in connections:
-            version = versions.get(connection.user.id)
-            if version is None:
-                continue  # not a member (any more)
-            if version != connection.token_version or connection.jti in revoked:
-                connection.close(CLOSE_UNAUTHORIZED, "Token revoked")
-            elif connection.expires_at <= now:
-                connection.close(CLOSE_UNAUTHORIZED, "Token expired")
-            elif envelope.event is not None:
-                connection.send(envelope.event)
-
-    async def run(self) -> None:
-        """Deliver every envelope the broker brings, in order, until cancelled."""
-        async for envelope in self.broker.subscribe():
-            try:
-                await self.deliver(envelope)
-            except Exception:
-                # One failed delivery (say, the database was busy) loses one
-                # event, which clients recover with `after=`; the hub goes on.
-                logger.exception("Could not deliver an event")
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """Deliver events while the app runs (used by the app's lifespan)."""
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self.run)
-            try:
-                yield
-            finally:
-                tasks.cancel_scope.cancel()
-                await self.broker.aclose()
-
-
-def make_broker() -> Broker:
-    if settings.REDIS_URL:
-        return RedisBroker(settings.REDIS_URL, settings.REDIS_CHANNEL)
-    return LocalBroker()
-
-
-hub = Hub(make_broker())
-
-
-# --- Publishing from routes --------------------------------------------------
-
-
-class Outbox:
-    """The events of one request, published once its route has succeeded."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-
-    def to_conversation(self, conversation_id: int, event: SQLModel) -> None:
-        """To every member of the conversation, as they are when it is delivered."""
-        self.envelopes.append(
-            Envelope(conversation_id=conversation_id, event=event.model_dump_json())
-        )
-
-    def to_users(self, users: Iterable[User], event: SQLModel) -> None:
-        user_ids = [user.id for user in users if user.id is not None]
-        self.envelopes.append(Envelope(user_ids=user_ids, event=event.model_dump_json()))
-
-    def check_tokens(self, user: User) -> None:
-        """Close at once the user's sockets whose token is no longer valid."""
-        self.envelopes.append(Envelope(user_ids=[user.id] if user.id is not None else []))
-
-
-async def get_outbox() -> AsyncIterator[Outbox]:
-    outbox = Outbox()
-    # The route runs during this `yield`. If it raises, the exception comes
-    # out of the `yield` and nothing below runs: no event for a failed change.
-    yield outbox
-    for envelope in outbox.envelopes:
-        await hub.publish(envelope)
-
-
-Events = Annotated[Outbox, Depends(get_outbox, scope="function")]
-
-
-# --- The WebSocket endpoint ----------------------------------------------------
+# (user id, conversation id) -> when a typing event was last relayed.
+last_typing: dict[tuple[int, int], float] = {}
 
 router = APIRouter()
 
@@ -325,52 +71,68 @@ def _authenticate(token: str) -> tuple[User, TokenPayload] | None:
         return authenticate(session, token)
 
 
-async def handshake(websocket: WebSocket) -> Connection | None:
-    """Wait for the `auth` frame and check its token; None if it is not right."""
+async def handshake(websocket: WebSocket) -> Connection | str:
+    """Wait for the `auth` frame and check its token: the new connection, or
+    why the socket is refused."""
     with anyio.move_on_after(AUTH_TIMEOUT_SECONDS):
         message = await websocket.receive()
         text = message.get("text")
         if message["type"] != "websocket.receive" or text is None or len(text) > MAX_FRAME_CHARS:
-            return None
+            return 'The first frame must be {"type": "auth", "token": "..."}'
         try:
             frame = auth_frame.validate_json(text)
         except ValidationError:
-            return None
+            return 'The first frame must be {"type": "auth", "token": "..."}'
         # The database is synchronous: query it in a worker thread, as FastAPI
         # does for `def` routes, so the event loop keeps serving everyone else.
         found = await anyio.to_thread.run_sync(_authenticate, frame.token)
         if found is None:
-            return None
+            return "Invalid, expired or revoked token; log in again"
         user, token = found
         return Connection(
             websocket, UserPublic.model_validate(user), token.jti, token.ver, token.exp
         )
-    return None
+    return f"No auth frame within {AUTH_TIMEOUT_SECONDS:g} s"
 
 
 async def relay_typing(connection: Connection, conversation_id: int) -> None:
-    members, _ = await anyio.to_thread.run_sync(
-        _recipients, [connection.user.id], conversation_id, ()
-    )
-    if not members:
-        connection.send(error_frame("Conversation not found"))
+    user_id = connection.user.id
+    now = time.monotonic()
+    if now - last_typing.get((user_id, conversation_id), -TYPING_INTERVAL_SECONDS) < (
+        TYPING_INTERVAL_SECONDS
+    ):
         return
-    event = TypingEvent(conversation_id=conversation_id, user=connection.user)
-    await hub.publish(
-        Envelope(
-            conversation_id=conversation_id,
-            skip_user_id=connection.user.id,
-            event=event.model_dump_json(),
-        )
+    members, revoked = await anyio.to_thread.run_sync(
+        recipients, [user_id], conversation_id, [connection.jti]
     )
+    if user_id not in members:
+        connection.send(error_frame("Conversation not found"))
+    elif connection.check_token(members[user_id], revoked):
+        last_typing[user_id, conversation_id] = now
+        event = TypingEvent(conversation_id=conversation_id, user=connection.user)
+        await hub.publish(
+            Envelope(
+                conversation_id=conversation_id,
+                skip_user_id=user_id,
+                event=event.model_dump_json(),
+            )
+        )
 
 
 async def receive_frames(connection: Connection) -> None:
     """Answer the client's frames until it goes away."""
+    allowance, checked = FRAME_BURST, time.monotonic()
     while True:
         message = await connection.websocket.receive()
         if message["type"] == "websocket.disconnect":
             connection.close(CLOSE_NORMAL)
+            return
+        # A token bucket: FRAME_RATE frames a second, FRAME_BURST at once.
+        now = time.monotonic()
+        allowance = min(FRAME_BURST, allowance + (now - checked) * FRAME_RATE) - 1
+        checked = now
+        if allowance < 0:
+            connection.close(CLOSE_POLICY, "Too many frames")
             return
         text = message.get("text")
         if text is None:
@@ -420,17 +182,26 @@ async def close(websocket: WebSocket, code: int, reason: str = "") -> None:
             pass
 
 
+def forget_typing(user_id: int) -> None:
+    for key in [key for key in last_typing if key[0] == user_id]:
+        del last_typing[key]
+
+
 @router.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Live events. Send `{"type": "auth", "token": "<jwt>"}` first, within 10 s."""
     await websocket.accept()
     connection = await handshake(websocket)
-    if connection is None:
-        await close(websocket, CLOSE_UNAUTHORIZED, "Send a valid auth frame first")
+    if isinstance(connection, str):
+        await close(websocket, CLOSE_UNAUTHORIZED, connection)
         return
     connection.send(ReadyEvent(user=connection.user).model_dump_json())
     hub.add(connection)
+    user_id = connection.user.id
     try:
+        # A logout or password change that committed while the token was being
+        # checked found no socket to close; look again now that it is registered.
+        await hub.deliver(Envelope(user_ids=[user_id]))
         # Receiving, sending and the expiry timer run side by side; whichever
         # ends first cancels the scope, and with it the other two.
         with connection.cancel_scope:
@@ -440,4 +211,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 tasks.start_soon(expire, connection)
     finally:
         hub.remove(connection)
+        if user_id not in hub.connections:
+            forget_typing(user_id)
     await close(websocket, connection.close_code, connection.close_reason)

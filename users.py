@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, status
 import crud
 from auth import CurrentUser, HashingSlot, hash_password, unauthorized, verify_password
 from db import SessionDep
+from hub import Events
 from models import (
     PasswordChange,
     User,
@@ -16,7 +17,6 @@ from models import (
     UserUpdate,
     error_responses,
 )
-from realtime import Events
 
 logger = logging.getLogger("messageapp.users")
 

@@ -232,3 +232,24 @@ def test_logs_never_contain_passwords_or_tokens(
     assert "alice" in caplog.text  # the log did capture the session
     for secret in (PASSWORD, new_password, "wrong guess 123", token, token.split(".")[2]):
         assert secret not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body"),
+    [
+        ("GET", f"/conversations/{2**70}", None),
+        ("GET", f"/messages/{2**70}", None),
+        ("PATCH", f"/messages/{2**70}", {"content": "x"}),
+        ("GET", f"/conversations/1/messages?before={2**70}", None),
+        ("GET", f"/conversations/1/messages?after={2**70}", None),
+        ("GET", f"/search/messages?q=x&conversation_id={2**70}", None),
+        ("POST", "/conversations/1/read", {"message_id": 2**70}),
+    ],
+)
+def test_ids_beyond_bigint_are_422(
+    client: TestClient, method: str, url: str, body: dict[str, int] | None
+) -> None:
+    """Not a 500 from the database driver's integer overflow."""
+    headers = new_user(client, "alice")
+    response = client.request(method, url, json=body, headers=headers)
+    assert response.status_code == 422

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 import auth
+import hub
 import realtime
 from models import User
 from tests.helpers import (
@@ -32,7 +34,7 @@ from tests.helpers import (
 )
 
 
-def assert_closed(ws: WebSocketTestSession, code: int = realtime.CLOSE_UNAUTHORIZED) -> None:
+def assert_closed(ws: WebSocketTestSession, code: int = hub.CLOSE_UNAUTHORIZED) -> None:
     with pytest.raises(WebSocketDisconnect) as closed:
         ws.receive_json()
     assert closed.value.code == code
@@ -84,7 +86,7 @@ def test_ws_ready(client: TestClient) -> None:
     ids=["bad-token", "no-token", "not-auth", "token-not-string", "not-json", "binary", "list"],
 )
 def test_ws_bad_first_frame(client: TestClient, frame: Any) -> None:
-    assert handshake(client, frame) == realtime.CLOSE_UNAUTHORIZED
+    assert handshake(client, frame) == hub.CLOSE_UNAUTHORIZED
 
 
 def test_ws_expired_token(client: TestClient) -> None:
@@ -139,10 +141,28 @@ def test_ws_ping(client: TestClient) -> None:
         ({"no": "type"}, "type"),
         ({"type": "typing"}, "conversation_id"),
         ({"type": "typing", "conversation_id": "x"}, "conversation_id"),
+        ({"type": "typing", "conversation_id": "1"}, "conversation_id"),
+        ({"type": "typing", "conversation_id": True}, "conversation_id"),
+        ({"type": "typing", "conversation_id": 1.0}, "conversation_id"),
+        ({"type": "typing", "conversation_id": 2**70}, "conversation_id"),
+        ({"type": "typing", "conversation_id": 0}, "conversation_id"),
         ({"type": "auth", "token": "again"}, "Already authenticated"),
         (b"\xff", "binary"),
     ],
-    ids=["json", "unknown-type", "no-type", "typing-no-id", "typing-bad-id", "auth-again", "bin"],
+    ids=[
+        "json",
+        "unknown-type",
+        "no-type",
+        "typing-no-id",
+        "typing-bad-id",
+        "typing-id-string",
+        "typing-id-bool",
+        "typing-id-float",
+        "typing-id-huge",
+        "typing-id-zero",
+        "auth-again",
+        "bin",
+    ],
 )
 def test_ws_malformed_frame_gets_error_and_stays_open(
     client: TestClient, frame: Any, detail: str
@@ -167,9 +187,22 @@ def test_ws_oversized_frame_closes_the_socket(client: TestClient) -> None:
         assert_closed(ws, realtime.CLOSE_TOO_BIG)
 
 
+def test_ws_frame_flood_closes_the_socket(client: TestClient) -> None:
+    with live(client, new_user(client, "alice")) as ws:
+        for _ in range(int(realtime.FRAME_BURST) + 10):
+            ws.send_json({"type": "ping"})
+        pongs = 0
+        with pytest.raises(WebSocketDisconnect) as closed:
+            while True:
+                assert ws.receive_json() == {"type": "pong"}
+                pongs += 1
+    assert closed.value.code == realtime.CLOSE_POLICY
+    assert pongs <= realtime.FRAME_BURST
+
+
 def test_ws_oversized_first_frame(client: TestClient) -> None:
     frame = {"type": "auth", "token": "x" * realtime.MAX_FRAME_CHARS}
-    assert handshake(client, frame) == realtime.CLOSE_UNAUTHORIZED
+    assert handshake(client, frame) == hub.CLOSE_UNAUTHORIZED
 
 
 # --- Messages ----------------------------------------------------------------
@@ -404,6 +437,28 @@ def test_ws_typing_reaches_the_others_not_the_typist(client: TestClient) -> None
         assert c.receive_json()["message"] == later
 
 
+def test_ws_typing_is_relayed_once_per_interval(client: TestClient) -> None:
+    alice, bob = new_user(client, "alice"), new_user(client, "bob")
+    group = group_of(client, alice, "bob")
+    with live(client, alice) as a, live(client, bob) as b:
+        for _ in range(5):  # a client repeating itself while its user types
+            a.send_json({"type": "typing", "conversation_id": group})
+        assert b.receive_json()["type"] == "typing"
+        sent = send(client, alice, group, "only one typing event came before this")
+        assert b.receive_json()["message"] == sent
+
+
+def test_ws_typing_after_logout_is_not_relayed(client: TestClient) -> None:
+    alice, bob = new_user(client, "alice"), new_user(client, "bob")
+    group = group_of(client, alice, "bob")
+    with live(client, alice) as a, live(client, bob) as b:
+        assert client.post("/logout", headers=alice).status_code == 204
+        a.send_json({"type": "typing", "conversation_id": group})
+        assert_closed(a)
+        sent = send(client, bob, group, "alice's typing never came")
+        assert b.receive_json()["message"] == sent
+
+
 def test_ws_typing_outside_your_conversations_is_an_error(client: TestClient) -> None:
     alice, bob = new_user(client, "alice"), new_user(client, "bob")
     group = group_of(client, alice)
@@ -434,15 +489,33 @@ def test_ws_password_change_closes_sockets_at_once(client: TestClient) -> None:
         assert_closed(b)
 
 
-def test_ws_logged_out_socket_closes_at_next_event(client: TestClient) -> None:
+def test_ws_logout_closes_that_tokens_socket_at_once(client: TestClient) -> None:
     alice, bob = new_user(client, "alice"), new_user(client, "bob")
     bob_phone = bearer(login(client, "bob"))
     group = group_of(client, alice, "bob")
     with live(client, bob) as laptop, live(client, bob_phone) as phone:
         assert client.post("/logout", headers=bob).status_code == 204
-        sent = send(client, alice, group, "bob logged out on his laptop")
         assert_closed(laptop)
+        sent = send(client, alice, group, "bob logged out on his laptop")
         assert phone.receive_json()["message"] == sent  # a different token
+
+
+def test_ws_revocation_during_handshake_is_not_missed(
+    client: TestClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A password change that commits after the token was checked, but before
+    the socket was registered, still closes the socket."""
+    headers = new_user(client, "alice")
+    check_token = realtime._authenticate
+
+    def password_changes_meanwhile(token: str) -> Any:
+        found = check_token(token)
+        with engine.begin() as connection:  # what PUT /users/me/password commits
+            connection.execute(text("UPDATE user SET token_version = token_version + 1"))
+        return found
+
+    monkeypatch.setattr(realtime, "_authenticate", password_changes_meanwhile)
+    assert handshake(client, {"type": "auth", "token": token_of(headers)}) == 4401
 
 
 def test_ws_expired_token_closes_the_socket(client: TestClient) -> None:

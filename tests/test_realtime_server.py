@@ -277,6 +277,28 @@ def test_redis_password_change_closes_sockets_on_every_process(
         assert close_code(ws) == 4401
 
 
+def test_http_does_not_wait_for_a_redis_that_hangs(tmp_path: Path) -> None:
+    """A "Redis" that accepts connections and never answers: requests must
+    not wait for it."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        server = Server(tmp_path / "data", REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        server.start()
+        try:
+            alice = server.user("alice")
+            with httpx.Client(base_url=server.url) as http:
+                durations = []
+                for i in range(5):
+                    started = time.monotonic()
+                    post(http, alice, 1, f"message {i}")
+                    durations.append(time.monotonic() - started)
+            assert max(durations) < 1, durations
+        finally:
+            server.kill()
+
+
 def test_http_keeps_working_when_redis_is_down(tmp_path: Path) -> None:
     # Nothing listens on port 1: every publish fails, fast.
     server = Server(tmp_path / "data", REDIS_URL="redis://127.0.0.1:1/0")

@@ -1,0 +1,315 @@
+"""How live events travel: the routes' `Outbox`, the brokers between
+processes, and the `Hub` that hands events to this process's sockets.
+
+The path of one event:
+
+1. A route commits its change, then hands the event to the request's
+   `Outbox`. The outbox publishes only after the route has returned without
+   an error, so a change that was rolled back never produces an event.
+2. A broker carries it to every process: `LocalBroker` within this one (the
+   default), `RedisBroker` through Redis pub/sub to every worker and replica.
+   Publishing never waits for the network: a request is not slowed down by
+   a slow Redis.
+3. In each process, `Hub.deliver` asks the database, at that moment, which of
+   its connected users may receive it (the conversation's members, with a
+   token still valid) and queues it on each of their sockets.
+4. Every socket has a bounded queue and its own sender task (realtime.py),
+   so a client that cannot keep up is disconnected instead of slowing
+   anyone else down.
+"""
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Protocol
+
+import anyio
+import redis.asyncio as redis
+from fastapi import Depends, WebSocket
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+from sqlmodel import SQLModel
+
+import crud
+import db
+from config import settings
+from models import Envelope, User, UserPublic
+
+logger = logging.getLogger("messageapp.hub")
+
+CLOSE_NORMAL = 1000
+CLOSE_UNAUTHORIZED = 4401  # HTTP's 401, in the 4000-4999 range left to applications
+CLOSE_TOO_SLOW = 1013  # "try again later": the client fell too far behind
+# Envelopes waiting for the hub (or for Redis); past this, new ones are dropped.
+MAX_PENDING = 10_000
+
+
+# --- One socket ------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Connection:
+    """One open, authenticated socket, and what its token allows."""
+
+    websocket: WebSocket
+    user: UserPublic
+    jti: str
+    token_version: int
+    expires_at: float  # the token's `exp`, in seconds since the epoch
+    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(settings.WS_SEND_QUEUE))
+    # Cancelling it ends the socket's tasks; the endpoint then says goodbye.
+    cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    close_code: int = CLOSE_NORMAL
+    close_reason: str = ""
+
+    def send(self, text: str) -> None:
+        """Queue a frame, never waiting: a socket that is full is closed."""
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            logger.info("Closing a socket of user %s: it fell too far behind", self.user.id)
+            self.close(CLOSE_TOO_SLOW, "Too far behind; reconnect and catch up")
+
+    def close(self, code: int, reason: str = "") -> None:
+        if not self.cancel_scope.cancel_called:
+            self.close_code, self.close_reason = code, reason
+            self.cancel_scope.cancel()
+
+    def check_token(self, version: int, revoked: Collection[str]) -> bool:
+        """Close the socket (4401) if its token has been revoked or has expired."""
+        if version != self.token_version or self.jti in revoked:
+            self.close(CLOSE_UNAUTHORIZED, "Token revoked")
+        elif self.expires_at <= time.time():
+            self.close(CLOSE_UNAUTHORIZED, "Token expired")
+        else:
+            return True
+        return False
+
+
+def recipients(
+    user_ids: Collection[int], conversation_id: int | None, jtis: Collection[str]
+) -> tuple[dict[int, int], set[str]]:
+    """Who of `user_ids` may receive (members, if a conversation is given),
+    with their token versions; and which of the tokens `jtis` were logged out.
+    Synchronous, like every query: call it in a worker thread."""
+    with db.open_session(db.engine, write=False) as session:
+        versions = crud.live_token_versions(session, user_ids, conversation_id)
+        return versions, crud.revoked_among(session, jtis)
+
+
+# --- The brokers: how an event reaches every process -------------------------
+
+Deliver = Callable[[Envelope], Awaitable[None]]
+
+
+class Broker(Protocol):
+    async def publish(self, envelope: Envelope) -> None:
+        """Hand the envelope over; returns at once, whatever the network does."""
+
+    async def run(self, deliver: Deliver) -> None:
+        """Call `deliver` with every envelope published by any process, in
+        order, until cancelled; then release connections."""
+
+
+class LocalBroker:
+    """One process: publishing puts the envelope on a queue that the hub reads.
+    Right for a single uvicorn worker; with several, use `RedisBroker`."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Envelope] | None = None
+
+    async def publish(self, envelope: Envelope) -> None:
+        _enqueue(self.queue, envelope)
+
+    async def run(self, deliver: Deliver) -> None:
+        # Made here, inside the event loop that will use it.
+        self.queue = asyncio.Queue(MAX_PENDING)
+        try:
+            while True:
+                await deliver(await self.queue.get())
+        finally:
+            self.queue = None
+
+
+def _enqueue(queue: asyncio.Queue[Envelope] | None, envelope: Envelope) -> None:
+    if queue is None:
+        return  # not running: no socket can be open either
+    try:
+        queue.put_nowait(envelope)
+    except asyncio.QueueFull:
+        logger.warning("Event dropped: %s events are waiting already", MAX_PENDING)
+
+
+class RedisBroker:
+    """Several processes: each publishes to one Redis pub/sub channel and
+    listens to it, so an event reaches the sockets held by every process.
+
+    Delivery stays best effort: while Redis is down, HTTP keeps working at
+    full speed, events are lost, and the listener reconnects once it is back.
+    """
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.channel = channel
+        # The sender must give up on a Redis that stopped answering; the
+        # listener waits for messages for ever, so it gets no read timeout.
+        self.sender = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.listener = redis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=15
+        )
+        self.outgoing: asyncio.Queue[Envelope] | None = None
+
+    async def publish(self, envelope: Envelope) -> None:
+        # Requests only queue the envelope; `send` talks to Redis.
+        _enqueue(self.outgoing, envelope)
+
+    async def run(self, deliver: Deliver) -> None:
+        self.outgoing = asyncio.Queue(MAX_PENDING)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self.send)
+                tasks.start_soon(self.listen, deliver)
+        finally:
+            self.outgoing = None
+            with anyio.CancelScope(shield=True):  # close even while being cancelled
+                await self.sender.aclose()
+                await self.listener.aclose()
+
+    async def send(self) -> None:
+        assert self.outgoing is not None
+        while True:
+            envelope = await self.outgoing.get()
+            try:
+                await self.sender.publish(self.channel, envelope.model_dump_json())
+            except (RedisError, OSError) as exc:
+                logger.warning("Event not published, Redis unavailable: %s", exc)
+
+    async def listen(self, deliver: Deliver) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with self.listener.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    logger.info("Listening for events on Redis")
+                    delay = 0.1
+                    async for message in pubsub.listen():
+                        try:
+                            envelope = Envelope.model_validate_json(message["data"])
+                        except ValidationError:
+                            logger.warning("Ignored a malformed event from Redis")
+                            continue
+                        await deliver(envelope)
+            except (RedisError, OSError) as exc:
+                logger.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def make_broker() -> Broker:
+    if settings.REDIS_URL:
+        return RedisBroker(settings.REDIS_URL, settings.REDIS_CHANNEL)
+    return LocalBroker()
+
+
+# --- The hub: this process's sockets ---------------------------------------
+
+
+class Hub:
+    """The open sockets of this process, by user, and the delivery of events to them."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.connections: defaultdict[int, set[Connection]] = defaultdict(set)
+
+    def add(self, connection: Connection) -> None:
+        self.connections[connection.user.id].add(connection)
+
+    def remove(self, connection: Connection) -> None:
+        sockets = self.connections.get(connection.user.id)
+        if sockets is not None:
+            sockets.discard(connection)
+            if not sockets:
+                del self.connections[connection.user.id]
+
+    async def publish(self, envelope: Envelope) -> None:
+        await self.broker.publish(envelope)
+
+    async def deliver(self, envelope: Envelope) -> None:
+        """Queue the event on the sockets of those who may receive it now,
+        and close any socket whose token has expired or been revoked."""
+        if envelope.conversation_id is not None:
+            user_ids = set(self.connections)
+        else:
+            user_ids = {u for u in envelope.user_ids if u in self.connections}
+        if envelope.skip_user_id is not None:
+            user_ids.discard(envelope.skip_user_id)
+        if not user_ids:
+            return  # nobody here could receive it: no need to ask the database
+        connections = [c for u in user_ids for c in self.connections.get(u, ())]
+        try:
+            versions, revoked = await anyio.to_thread.run_sync(
+                recipients, user_ids, envelope.conversation_id, {c.jti for c in connections}
+            )
+        except Exception:
+            # A database error loses this one event, which clients recover
+            # with `after=`; the hub itself goes on.
+            logger.exception("Could not deliver an event")
+            return
+        for connection in connections:
+            version = versions.get(connection.user.id)
+            if version is None:
+                continue  # not a member (any more)
+            if connection.check_token(version, revoked) and envelope.event is not None:
+                connection.send(envelope.event)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Deliver events while the app runs (used by the app's lifespan)."""
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self.broker.run, self.deliver)
+            try:
+                yield
+            finally:
+                tasks.cancel_scope.cancel()
+
+
+hub = Hub(make_broker())
+
+
+# --- Publishing from routes --------------------------------------------------
+
+
+class Outbox:
+    """The events of one request, published once its route has succeeded."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Envelope] = []
+
+    def to_conversation(self, conversation_id: int, event: SQLModel) -> None:
+        """To every member of the conversation, as they are when it is delivered."""
+        self.envelopes.append(
+            Envelope(conversation_id=conversation_id, event=event.model_dump_json())
+        )
+
+    def to_users(self, users: Iterable[User], event: SQLModel) -> None:
+        user_ids = [user.id for user in users if user.id is not None]
+        self.envelopes.append(Envelope(user_ids=user_ids, event=event.model_dump_json()))
+
+    def check_tokens(self, user: User) -> None:
+        """Close at once the user's sockets whose token is no longer valid."""
+        self.envelopes.append(Envelope(user_ids=[user.id] if user.id is not None else []))
+
+
+async def get_outbox() -> AsyncIterator[Outbox]:
+    outbox = Outbox()
+    # The route runs during this `yield`. If it raises, the exception comes
+    # out of the `yield` and nothing below runs: no event for a failed change.
+    yield outbox
+    for envelope in outbox.envelopes:
+        await hub.publish(envelope)
+
+
+Events = Annotated[Outbox, Depends(get_outbox, scope="function")]
