@@ -7,6 +7,7 @@ A client connects, sends `{"type": "auth", "token": ...}` within 10 s, gets
 
 import logging
 import time
+from collections import defaultdict
 from typing import Final
 
 import anyio
@@ -56,8 +57,8 @@ CLOSE_TIMEOUT_SECONDS: Final = 5.0
 
 auth_frame = TypeAdapter(AuthFrame)
 client_frame: TypeAdapter[AuthFrame | TypingFrame | PingFrame] = TypeAdapter(ClientFrame)
-# (user id, conversation id) -> when a typing event was last relayed.
-last_typing: dict[tuple[int, int], float] = {}
+# user id -> conversation id -> when a typing event was last relayed.
+last_typing: defaultdict[int, dict[int, float]] = defaultdict(dict)
 
 router = APIRouter()
 
@@ -98,9 +99,8 @@ async def handshake(websocket: WebSocket) -> Connection | str:
 async def relay_typing(connection: Connection, conversation_id: int) -> None:
     user_id = connection.user.id
     now = time.monotonic()
-    if now - last_typing.get((user_id, conversation_id), -TYPING_INTERVAL_SECONDS) < (
-        TYPING_INTERVAL_SECONDS
-    ):
+    relayed_at = last_typing[user_id].get(conversation_id)
+    if relayed_at is not None and now - relayed_at < TYPING_INTERVAL_SECONDS:
         return
     members, revoked = await anyio.to_thread.run_sync(
         recipients, [user_id], conversation_id, [connection.jti]
@@ -108,7 +108,7 @@ async def relay_typing(connection: Connection, conversation_id: int) -> None:
     if user_id not in members:
         connection.send(error_frame("Conversation not found"))
     elif connection.check_token(members[user_id], revoked):
-        last_typing[user_id, conversation_id] = now
+        last_typing[user_id][conversation_id] = now
         event = TypingEvent(conversation_id=conversation_id, user=connection.user)
         await hub.publish(
             Envelope(
@@ -182,11 +182,6 @@ async def close(websocket: WebSocket, code: int, reason: str = "") -> None:
             pass
 
 
-def forget_typing(user_id: int) -> None:
-    for key in [key for key in last_typing if key[0] == user_id]:
-        del last_typing[key]
-
-
 @router.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Live events. Send `{"type": "auth", "token": "<jwt>"}` first, within 10 s."""
@@ -212,5 +207,5 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     finally:
         hub.remove(connection)
         if user_id not in hub.connections:
-            forget_typing(user_id)
+            last_typing.pop(user_id, None)
     await close(websocket, connection.close_code, connection.close_reason)

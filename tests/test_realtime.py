@@ -40,15 +40,20 @@ def assert_closed(ws: WebSocketTestSession, code: int = hub.CLOSE_UNAUTHORIZED) 
     assert closed.value.code == code
 
 
+def send_frame(ws: WebSocketTestSession, frame: Any) -> None:
+    """Bytes as a binary frame, a str as text as it is, anything else as JSON."""
+    if isinstance(frame, bytes):
+        ws.send_bytes(frame)
+    elif isinstance(frame, str):
+        ws.send_text(frame)
+    else:
+        ws.send_json(frame)
+
+
 def handshake(client: TestClient, first_frame: Any) -> int:
     """Send one first frame; return the close code the server answers with."""
     with client.websocket_connect("/ws") as ws:
-        if isinstance(first_frame, bytes):
-            ws.send_bytes(first_frame)
-        elif isinstance(first_frame, str):
-            ws.send_text(first_frame)
-        else:
-            ws.send_json(first_frame)
+        send_frame(ws, first_frame)
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
         return closed.value.code
@@ -57,6 +62,15 @@ def handshake(client: TestClient, first_frame: Any) -> int:
 def group_of(client: TestClient, owner: Headers, *members: str) -> int:
     group = create_conversation(client, owner, kind="group", title="team", members=list(members))
     return int(group["id"])
+
+
+def group_and_outsider(client: TestClient) -> tuple[Headers, Headers, Headers, int, int]:
+    """alice and bob in a group; carol outside it, in a direct conversation
+    with alice. A message there is carol's barrier: the next frame she sees."""
+    alice, bob, carol = (new_user(client, name) for name in ("alice", "bob", "carol"))
+    group = group_of(client, alice, "bob")
+    direct = create_conversation(client, alice, kind="direct", members=["carol"])["id"]
+    return alice, bob, carol, group, direct
 
 
 # --- Handshake -------------------------------------------------------------
@@ -168,12 +182,7 @@ def test_ws_malformed_frame_gets_error_and_stays_open(
     client: TestClient, frame: Any, detail: str
 ) -> None:
     with live(client, new_user(client, "alice")) as ws:
-        if isinstance(frame, bytes):
-            ws.send_bytes(frame)
-        elif isinstance(frame, str):
-            ws.send_text(frame)
-        else:
-            ws.send_json(frame)
+        send_frame(ws, frame)
         error = ws.receive_json()
         assert error["type"] == "error"
         assert detail in error["detail"]
@@ -209,9 +218,7 @@ def test_ws_oversized_first_frame(client: TestClient) -> None:
 
 
 def test_ws_message_created_reaches_exactly_the_members(client: TestClient) -> None:
-    alice, bob, carol = (new_user(client, name) for name in ("alice", "bob", "carol"))
-    group = group_of(client, alice, "bob")
-    direct = create_conversation(client, alice, kind="direct", members=["carol"])["id"]
+    alice, bob, carol, group, direct = group_and_outsider(client)
     with live(client, alice) as a, live(client, bob) as b, live(client, carol) as c:
         sent = send(client, alice, group, "for the team")
         for ws in (a, b):
@@ -263,9 +270,7 @@ def test_ws_failed_request_sends_no_event(client: TestClient) -> None:
 
 
 def test_ws_message_updated(client: TestClient) -> None:
-    alice, bob, carol = (new_user(client, name) for name in ("alice", "bob", "carol"))
-    group = group_of(client, alice, "bob")
-    direct = create_conversation(client, alice, kind="direct", members=["carol"])["id"]
+    alice, bob, carol, group, direct = group_and_outsider(client)
     sent = send(client, alice, group, "draft")
     with live(client, bob) as b, live(client, carol) as c:
         edited = client.patch(
@@ -292,9 +297,7 @@ def test_ws_failed_edit_sends_no_event(client: TestClient) -> None:
 
 
 def test_ws_message_deleted_is_a_tombstone(client: TestClient) -> None:
-    alice, bob, carol = (new_user(client, name) for name in ("alice", "bob", "carol"))
-    group = group_of(client, alice, "bob")
-    direct = create_conversation(client, alice, kind="direct", members=["carol"])["id"]
+    alice, bob, carol, group, direct = group_and_outsider(client)
     sent = send(client, alice, group, "oops, a secret")
     with live(client, bob) as b, live(client, carol) as c:
         assert client.delete(f"/messages/{sent['id']}", headers=alice).status_code == 204
@@ -417,9 +420,7 @@ def test_ws_read_goes_to_the_readers_sockets_only(client: TestClient) -> None:
 
 
 def test_ws_typing_reaches_the_others_not_the_typist(client: TestClient) -> None:
-    alice, bob, carol = (new_user(client, name) for name in ("alice", "bob", "carol"))
-    group = group_of(client, alice, "bob")
-    direct = create_conversation(client, alice, kind="direct", members=["carol"])["id"]
+    alice, bob, carol, group, direct = group_and_outsider(client)
     with (
         live(client, alice) as a1,
         live(client, alice) as a2,
