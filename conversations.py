@@ -123,15 +123,16 @@ def create_conversation(
     conversation = crud.create_conversation(session, kind, title, user, others)
     if conversation is None and kind == ConversationKind.direct:
         # The other person created it a moment ago.
-        conversation = crud.get_direct_conversation(session, user, others[0])
-        response.status_code = status.HTTP_200_OK
+        existing = crud.get_direct_conversation(session, user, others[0])
+        if existing is not None:
+            response.status_code = status.HTTP_200_OK
+            return crud.conversation_public(session, existing, user)
     if conversation is None:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="Channel title already taken")
     public = crud.conversation_public(session, conversation, user)
-    if response.status_code != status.HTTP_200_OK:
-        # Everyone starts with the same view of a new conversation: a member,
-        # nothing unread, no messages. So the creator's copy serves them all.
-        events.to_users([user, *others], JoinedEvent(conversation=public))
+    # Everyone starts with the same view of a new conversation: a member,
+    # nothing unread, no messages. So the creator's copy serves them all.
+    events.to_users([user, *others], JoinedEvent(conversation=public))
     return public
 
 
