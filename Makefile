@@ -9,8 +9,9 @@ PORT   ?= 8000
 
 .PHONY: run test lint typecheck check bench clean
 
+# --ws-per-message-deflate false: see README, "Fan-out benchmark".
 run: $(VENV)/.run-deps  ## Start the service on http://$(HOST):$(PORT) (SQLite in ./data)
-	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT)
+	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT) --ws-per-message-deflate false
 
 test: $(VENV)/.dev-deps  ## Run the test suite
 	$(BIN)/pytest

@@ -32,6 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# Offer per-message-deflate, as browsers do; the server's flags decide.
+COMPRESSION = "deflate"
+# The flags `make run` and the Docker image start uvicorn with.
+UVICORN_FLAGS = ["--ws-per-message-deflate", "false"]
 DATA_DIR = Path(tempfile.mkdtemp(prefix="messageapp-bench-"))
 # Settings are read at import, so the key and folder must be set before.
 os.environ.update(DATA_DIR=str(DATA_DIR), SECRET_KEY=secrets.token_urlsafe(48))
@@ -66,9 +70,9 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def start_server(port: int) -> subprocess.Popen[bytes]:
+def start_server(port: int, flags: list[str]) -> subprocess.Popen[bytes]:
     server = subprocess.Popen(
-        [*pinned(0), sys.executable, "-m", "uvicorn", "main:app", "--port", str(port)],
+        [*pinned(0), sys.executable, "-m", "uvicorn", "main:app", "--port", str(port), *flags],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -109,17 +113,17 @@ def add_users(count: int) -> list[str]:
 
 
 async def open_socket(url: str, token: str) -> ClientConnection:
-    ws = await connect(url, max_queue=None, compression=None)
+    ws = await connect(url, max_queue=None, compression=COMPRESSION)
     await ws.send(json.dumps({"type": "auth", "token": token}))
     assert json.loads(await ws.recv())["type"] == "ready"
     return ws
 
 
-async def run(sockets: int, messages: int) -> None:
+async def run(sockets: int, messages: int, flags: list[str]) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * sockets + 256)), hard))
     port = free_port()
-    server = start_server(port)
+    server = start_server(port, flags)
     try:
         tokens = add_users(sockets)
         base = f"http://127.0.0.1:{port}"
@@ -196,10 +200,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sockets", type=int, default=1000)
     parser.add_argument("--messages", type=int, default=30)
+    parser.add_argument(
+        "--deflate",
+        action="store_true",
+        help="let uvicorn compress frames (its default; off in make run and the image)",
+    )
     args = parser.parse_args()
+    flags = [] if args.deflate else UVICORN_FLAGS
     if pinned(1):
         os.sched_setaffinity(0, {1})
-    asyncio.run(run(args.sockets, args.messages))
+    asyncio.run(run(args.sockets, args.messages, flags))
 
 
 if __name__ == "__main__":
