@@ -26,11 +26,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Protocol
+from uuid import uuid4
 
 import anyio
 import redis.asyncio as redis
 from fastapi import Depends, WebSocket
 from pydantic import ValidationError
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from sqlmodel import SQLModel
 
@@ -104,15 +106,16 @@ def recipients(
 # --- The brokers: how an event reaches every process -------------------------
 
 Deliver = Callable[[Envelope], Awaitable[None]]
+Lost = Callable[[], None]
 
 
 class Broker(Protocol):
     async def publish(self, envelope: Envelope) -> None:
         """Hand the envelope over; returns at once, whatever the network does."""
 
-    async def run(self, deliver: Deliver) -> None:
+    async def run(self, deliver: Deliver, lost: Lost) -> None:
         """Call `deliver` with every envelope published by any process, in
-        order, until cancelled; then release connections."""
+        order, until cancelled; call `lost` when some may never arrive."""
 
 
 class LocalBroker:
@@ -121,13 +124,20 @@ class LocalBroker:
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Envelope] | None = None
+        self.lost: Lost = lambda: None
 
     async def publish(self, envelope: Envelope) -> None:
-        _enqueue(self.queue, envelope)
+        if self.queue is None:
+            return  # not running: no socket can be open either
+        try:
+            self.queue.put_nowait(envelope)
+        except asyncio.QueueFull:
+            logger.warning("Event dropped: %s events are waiting already", MAX_PENDING)
+            self.lost()
 
-    async def run(self, deliver: Deliver) -> None:
+    async def run(self, deliver: Deliver, lost: Lost) -> None:
         # Made here, inside the event loop that will use it.
-        self.queue = asyncio.Queue(MAX_PENDING)
+        self.queue, self.lost = asyncio.Queue(MAX_PENDING), lost
         try:
             while True:
                 await deliver(await self.queue.get())
@@ -135,43 +145,46 @@ class LocalBroker:
             self.queue = None
 
 
-def _enqueue(queue: asyncio.Queue[Envelope] | None, envelope: Envelope) -> None:
-    if queue is None:
-        return  # not running: no socket can be open either
-    try:
-        queue.put_nowait(envelope)
-    except asyncio.QueueFull:
-        logger.warning("Event dropped: %s events are waiting already", MAX_PENDING)
-
-
 class RedisBroker:
-    """Several processes: each publishes to one Redis pub/sub channel and
-    listens to it, so an event reaches the sockets held by every process.
+    """Several processes: each sends its events to one Redis pub/sub channel
+    and delivers what the others send there, so an event reaches the sockets
+    held by every process. Its own events it delivers directly, as
+    `LocalBroker` does, so they arrive even while Redis is away.
 
     Delivery stays best effort: while Redis is down, HTTP keeps working at
-    full speed, events are lost, and the listener reconnects once it is back.
+    full speed and other processes' events are lost. When the listener gets
+    back in touch, it calls `lost`, so that clients catch up.
     """
+
+    HEARTBEAT_SECONDS = 5.0  # silence after which the listener pings Redis
 
     def __init__(self, url: str, channel: str) -> None:
         self.channel = channel
-        # The sender must give up on a Redis that stopped answering; the
-        # listener waits for messages for ever, so it gets no read timeout.
+        self.origin = uuid4().hex  # to skip our own events coming back
+        self.local = LocalBroker()
+        # Sending must give up on a Redis that stopped answering; listening
+        # checks the line itself (see `receive`).
         self.sender = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self.listener = redis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=15
-        )
+        self.listener = redis.Redis.from_url(url, socket_connect_timeout=2)
         self.outgoing: asyncio.Queue[Envelope] | None = None
 
     async def publish(self, envelope: Envelope) -> None:
-        # Requests only queue the envelope; `send` talks to Redis.
-        _enqueue(self.outgoing, envelope)
+        await self.local.publish(envelope)
+        if self.outgoing is None:
+            return
+        try:
+            # Requests only queue the envelope; `send` talks to Redis.
+            self.outgoing.put_nowait(envelope.model_copy(update={"origin": self.origin}))
+        except asyncio.QueueFull:
+            logger.warning("Event not sent to Redis: %s events are waiting already", MAX_PENDING)
 
-    async def run(self, deliver: Deliver) -> None:
+    async def run(self, deliver: Deliver, lost: Lost) -> None:
         self.outgoing = asyncio.Queue(MAX_PENDING)
         try:
             async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self.local.run, deliver, lost)
                 tasks.start_soon(self.send)
-                tasks.start_soon(self.listen, deliver)
+                tasks.start_soon(self.listen, deliver, lost)
         finally:
             self.outgoing = None
             with anyio.CancelScope(shield=True):  # close even while being cancelled
@@ -185,27 +198,46 @@ class RedisBroker:
             try:
                 await self.sender.publish(self.channel, envelope.model_dump_json())
             except (RedisError, OSError) as exc:
-                logger.warning("Event not published, Redis unavailable: %s", exc)
+                logger.warning("Event not sent to Redis: %s", exc)
 
-    async def listen(self, deliver: Deliver) -> None:
-        delay = 0.1
+    async def listen(self, deliver: Deliver, lost: Lost) -> None:
+        delay, listened_before = 0.1, False
         while True:
             try:
-                async with self.listener.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with self.listener.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
                     logger.info("Listening for events on Redis")
-                    delay = 0.1
-                    async for message in pubsub.listen():
-                        try:
-                            envelope = Envelope.model_validate_json(message["data"])
-                        except ValidationError:
-                            logger.warning("Ignored a malformed event from Redis")
-                            continue
-                        await deliver(envelope)
-            except (RedisError, OSError) as exc:
+                    if listened_before:
+                        lost()  # what was sent while we were not listening is gone
+                    delay, listened_before = 0.1, True
+                    await self.receive(pubsub, deliver)
+            except (RedisError, OSError, TimeoutError) as exc:
                 logger.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def receive(self, pubsub: PubSub, deliver: Deliver) -> None:
+        """Deliver other processes' events. A connection can die without a
+        word (a network cut, a failover), so silence gets a PING, and three
+        heartbeats without an answer count as a lost connection."""
+        heard = time.monotonic()
+        while True:
+            message = await pubsub.get_message(timeout=self.HEARTBEAT_SECONDS)
+            if message is None:
+                if time.monotonic() - heard > 3 * self.HEARTBEAT_SECONDS:
+                    raise TimeoutError("Redis stopped answering")
+                await pubsub.ping()
+                continue
+            heard = time.monotonic()
+            if message["type"] != "message":
+                continue  # the subscription's confirmation, or a pong
+            try:
+                envelope = Envelope.model_validate_json(message["data"])
+            except ValidationError:
+                logger.warning("Ignored a malformed event from Redis")
+                continue
+            if envelope.origin != self.origin:
+                await deliver(envelope)
 
 
 def make_broker() -> Broker:
@@ -223,6 +255,9 @@ class Hub:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.connections: defaultdict[int, set[Connection]] = defaultdict(set)
+        # Deliveries get their own worker thread, so they never queue behind
+        # slow requests in the thread pool that `def` routes share.
+        self.limiter: anyio.CapacityLimiter | None = None
 
     def add(self, connection: Connection) -> None:
         self.connections[connection.user.id].add(connection)
@@ -251,7 +286,11 @@ class Hub:
         connections = [c for u in user_ids for c in self.connections.get(u, ())]
         try:
             versions, revoked = await anyio.to_thread.run_sync(
-                recipients, user_ids, envelope.conversation_id, {c.jti for c in connections}
+                recipients,
+                user_ids,
+                envelope.conversation_id,
+                {c.jti for c in connections},
+                limiter=self.limiter,
             )
         except Exception:
             # A database error loses this one event, which clients recover
@@ -265,11 +304,19 @@ class Hub:
             if connection.check_token(version, revoked) and envelope.event is not None:
                 connection.send(envelope.event)
 
+    def lost(self) -> None:
+        """Some events may never arrive: close every socket, so that clients
+        reconnect and catch up over HTTP instead of missing them silently."""
+        for sockets in self.connections.values():
+            for connection in sockets:
+                connection.close(CLOSE_TOO_SLOW, "Events were lost; reconnect and catch up")
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Deliver events while the app runs (used by the app's lifespan)."""
+        self.limiter = anyio.CapacityLimiter(1)  # deliveries happen one at a time
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self.broker.run, self.deliver)
+            tasks.start_soon(self.broker.run, self.deliver, self.lost)
             try:
                 yield
             finally:

@@ -308,6 +308,7 @@ class Envelope(SQLModel):
     user_ids: list[int] = Field(default_factory=list)  # or to these users
     skip_user_id: int | None = None  # not to this user (typing is not echoed)
     event: str | None = None  # the event's JSON; None: only re-check tokens
+    origin: str | None = None  # the process that sent it through Redis
 
 
 # --- Errors, for the OpenAPI document ---------------------------------------

@@ -102,13 +102,16 @@ async def relay_typing(connection: Connection, conversation_id: int) -> None:
     relayed_at = last_typing[user_id].get(conversation_id)
     if relayed_at is not None and now - relayed_at < TYPING_INTERVAL_SECONDS:
         return
+    # Taken before the query, so that the user's other sockets, asking at the
+    # same moment, see it and stay quiet.
+    last_typing[user_id][conversation_id] = now
     members, revoked = await anyio.to_thread.run_sync(
         recipients, [user_id], conversation_id, [connection.jti]
     )
     if user_id not in members:
+        last_typing[user_id].pop(conversation_id, None)
         connection.send(error_frame("Conversation not found"))
     elif connection.check_token(members[user_id], revoked):
-        last_typing[user_id][conversation_id] = now
         event = TypingEvent(conversation_id=conversation_id, user=connection.user)
         await hub.publish(
             Envelope(

@@ -449,6 +449,17 @@ def test_ws_typing_is_relayed_once_per_interval(client: TestClient) -> None:
         assert b.receive_json()["message"] == sent
 
 
+def test_ws_typing_from_two_sockets_at_once_is_relayed_once(client: TestClient) -> None:
+    alice, bob = new_user(client, "alice"), new_user(client, "bob")
+    group = group_of(client, alice, "bob")
+    with live(client, alice) as a1, live(client, alice) as a2, live(client, bob) as b:
+        a1.send_json({"type": "typing", "conversation_id": group})
+        a2.send_json({"type": "typing", "conversation_id": group})
+        assert b.receive_json()["type"] == "typing"
+        sent = send(client, alice, group, "one typing event, not two")
+        assert b.receive_json()["message"] == sent
+
+
 def test_ws_typing_after_logout_is_not_relayed(client: TestClient) -> None:
     alice, bob = new_user(client, "alice"), new_user(client, "bob")
     group = group_of(client, alice, "bob")

@@ -277,6 +277,99 @@ def test_redis_password_change_closes_sockets_on_every_process(
         assert close_code(ws) == 4401
 
 
+class FreezingProxy:
+    """A TCP proxy to Redis that can stop forwarding on the connections it
+    has, while still forwarding new ones: a network cut, as an open
+    connection sees it."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.frozen: set[socket.socket] = set()
+        self.open: set[socket.socket] = set()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.open |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    def pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if source in self.frozen:
+                    continue  # swallowed: nothing comes through, no error either
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def freeze(self) -> None:
+        self.frozen |= self.open
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.open:
+            sock.close()
+
+
+@needs_redis
+def test_redis_listener_notices_a_silent_cut_and_clients_catch_up(tmp_path: Path) -> None:
+    """Process one reaches Redis through a proxy that goes silent. Within a
+    few heartbeats it reconnects and closes its sockets (1013), so clients
+    reconnect and catch up; afterwards events flow again."""
+    host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+    proxy = FreezingProxy((host, int(port)))
+    channel = f"messageapp-test:{uuid.uuid4().hex}"
+    one = Server(
+        tmp_path / "data",
+        REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0",
+        REDIS_CHANNEL=channel,
+    )
+    two = Server(tmp_path / "data", REDIS_URL=REDIS_URL, REDIS_CHANNEL=channel)
+    try:
+        one.start()
+        two.start()
+        alice, bob = one.user("alice"), one.user("bob")
+        with httpx.Client(base_url=two.url) as http:
+            team = group(http, alice, "bob")
+            with open_socket(one, bob) as ws:
+                first = post(http, alice, team, "before the cut")
+                assert next_event(ws)["message"]["id"] == first
+                proxy.freeze()
+                post(http, alice, team, "lost in the cut")
+                assert close_code(ws, timeout=30) == 1013
+            with open_socket(one, bob) as ws:
+                missed = http.get(
+                    f"/conversations/{team}/messages", params={"after": first}, headers=bob
+                ).json()
+                assert [m["content"] for m in missed] == ["lost in the cut"]
+                after = post(http, alice, team, "after the cut")
+                assert next_event(ws, timeout=10)["message"]["id"] == after
+    finally:
+        one.kill()
+        two.kill()
+        proxy.close()
+
+
+def test_logout_closes_the_socket_while_redis_is_down(tmp_path: Path) -> None:
+    server = Server(tmp_path / "data", REDIS_URL="redis://127.0.0.1:1/0")
+    server.start()
+    try:
+        alice = server.user("alice")
+        with httpx.Client(base_url=server.url) as http, open_socket(server, alice) as ws:
+            assert http.post("/logout", headers=alice).status_code == 204
+            assert close_code(ws, timeout=5) == 4401
+    finally:
+        server.kill()
+
+
 def test_http_does_not_wait_for_a_redis_that_hangs(tmp_path: Path) -> None:
     """A "Redis" that accepts connections and never answers: requests must
     not wait for it."""
