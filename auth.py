@@ -1,4 +1,4 @@
-"""Password hashing, JWTs, the current-user dependency, and the login routes."""
+"""Password hashing, JWTs, scopes, the current-user dependency, and the login routes."""
 
 import logging
 import unicodedata
@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import uuid4
 
-from fastapi import APIRouter, Depends, HTTPException, status
-from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, HTTPException, Security, status
+from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm, SecurityScopes
 from jose import JWTError, jwt
 from passlib.context import CryptContext
 from sqlmodel import Session
@@ -17,7 +17,7 @@ import crud
 from config import settings
 from db import SessionDep
 from hub import Events
-from models import Token, TokenPayload, User, error_responses, utcnow
+from models import Role, Scope, Token, TokenPayload, User, error_responses, utcnow
 
 logger = logging.getLogger("messageapp.auth")
 
@@ -63,7 +63,49 @@ HashingSlot = Annotated[
 ]
 
 
-def create_access_token(user: User, expires_delta: timedelta | None = None) -> str:
+# --- Scopes ------------------------------------------------------------------
+
+# Shown in Swagger UI's Authorize dialog, one checkbox each.
+SCOPE_DESCRIPTIONS: dict[str, str] = {
+    Scope.read: "Read users, conversations and messages, search, and the live socket",
+    Scope.write: "Everything that changes them: send, edit, delete, join, your profile",
+    Scope.admin: "The /admin routes (admins only)",
+}
+# What each role may ask for; a login without `scope` gets all of it.
+ROLE_SCOPES = {
+    Role.member: (Scope.read, Scope.write),
+    Role.admin: (Scope.read, Scope.write, Scope.admin),
+}
+# Tokens issued before scopes existed carry no `scope` claim. They keep what
+# they could do when they were issued, reading and writing, and never `admin`.
+UNSCOPED_TOKEN_SCOPES = (Scope.read, Scope.write)
+
+
+def granted_scopes(user: User, payload: TokenPayload) -> set[str]:
+    """What the token may do now: the scopes it was given, within those the
+    user's role still allows (an admin removed from ADMIN_USERNAMES loses
+    `admin` at the next start, whatever their tokens say)."""
+    given = UNSCOPED_TOKEN_SCOPES if payload.scope is None else payload.scope.split()
+    return set(given) & set(ROLE_SCOPES[user.role])
+
+
+def scopes_to_grant(user: User, requested: list[str]) -> list[Scope] | None:
+    """The scopes a login asking for `requested` gets (nothing asked: all the
+    role allows); None if it asks for one the user may not have."""
+    allowed = ROLE_SCOPES[user.role]
+    if any(scope not in allowed for scope in requested):
+        return None
+    return [scope for scope in allowed if not requested or scope in requested]
+
+
+# --- Tokens ------------------------------------------------------------------
+
+
+def create_access_token(
+    user: User, scopes: list[Scope] | None = None, expires_delta: timedelta | None = None
+) -> str:
+    if scopes is None:
+        scopes = list(ROLE_SCOPES[user.role])
     if expires_delta is None:
         expires_delta = timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES)
     now = datetime.now(UTC)
@@ -73,6 +115,7 @@ def create_access_token(user: User, expires_delta: timedelta | None = None) -> s
         exp=int((now + expires_delta).timestamp()),
         jti=uuid4().hex,
         ver=user.token_version,
+        scope=" ".join(scopes),
     )
     return jwt.encode(claims.model_dump(), settings.SECRET_KEY, algorithm=ALGORITHM)
 
@@ -93,7 +136,7 @@ def decode_access_token(token: str) -> TokenPayload | None:
         return None
 
 
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token")
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", scopes=SCOPE_DESCRIPTIONS)
 TokenDep = Annotated[str, Depends(oauth2_scheme)]
 
 
@@ -124,17 +167,32 @@ TokenPayloadDep = Annotated[TokenPayload, Depends(get_token_payload)]
 
 
 def user_for_token(session: Session, payload: TokenPayload) -> User | None:
-    """The token's user, unless a password change since has revoked the token."""
+    """The token's user, unless a password change or a deactivation since has
+    revoked the token."""
     user = session.get(User, int(payload.sub)) if payload.sub.isdigit() else None
-    if user is None or payload.ver != user.token_version:
+    if user is None or not user.active or payload.ver != user.token_version:
         return None
     return user
 
 
-def get_current_user(session: SessionDep, payload: TokenPayloadDep) -> User:
+def get_current_user(
+    security_scopes: SecurityScopes, session: SessionDep, payload: TokenPayloadDep
+) -> User:
+    """The token's user, if the token holds every scope the route declares.
+
+    FastAPI fills `security_scopes` with the scopes of the `Security(...)`
+    that led here: a route taking `user: Writer` needs `messages:write`.
+    """
     user = user_for_token(session, payload)
     if user is None:
         raise unauthorized()
+    if not set(security_scopes.scopes) <= granted_scopes(user, payload):
+        needed = security_scopes.scope_str
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail=f"Not enough permissions: this needs the {needed} scope",
+            headers={"WWW-Authenticate": f'Bearer scope="{needed}"'},
+        )
     return user
 
 
@@ -146,7 +204,22 @@ def authenticate(session: Session, token: str) -> tuple[User, TokenPayload] | No
     return None if user is None or payload is None else (user, payload)
 
 
+# A route declares the scope it needs by how it takes the user: `Reader`
+# needs messages:read, `Writer` messages:write, `Admin` admin; Swagger UI and
+# /openapi.json show it. `CurrentUser` declares none: a dependency taking it
+# gets the scope of the Security(...) that led to it. FastAPI caches the user
+# per set of scopes, so when a route and its dependencies ask with the same
+# scope, the user is loaded once per request.
 CurrentUser = Annotated[User, Depends(get_current_user)]
+Reader = Annotated[User, Security(get_current_user, scopes=[Scope.read])]
+Writer = Annotated[User, Security(get_current_user, scopes=[Scope.write])]
+Admin = Annotated[User, Security(get_current_user, scopes=[Scope.admin])]
+
+UNAUTHORIZED = "Missing, invalid, expired or revoked token"
+NO_SCOPE = "The token lacks the scope this route needs (named in WWW-Authenticate)"
+# The errors of every route that takes a token, for `responses=`.
+AUTH_ERRORS = {401: UNAUTHORIZED, 403: NO_SCOPE}
+
 LoginForm = Annotated[OAuth2PasswordRequestForm, Depends()]
 
 router = APIRouter(tags=["auth"])
@@ -157,7 +230,8 @@ router = APIRouter(tags=["auth"])
     summary="Log in",
     responses=error_responses(
         {
-            401: "Wrong username or password",
+            400: "invalid_scope: a scope this account may not have, or no such scope",
+            401: "Wrong username or password, or the account is deactivated",
             429: "Too many failed logins for this username; see Retry-After",
         }
     ),
@@ -169,6 +243,10 @@ def login(_: HashingSlot, session: SessionDep, form: LoginForm) -> Token:
     **Authorize** button of this page uses it. Send the token back as
     `Authorization: Bearer <access_token>`. After 10 failed logins for one
     username within 5 minutes, this answers 429 until the window has passed.
+
+    `scope` (space-separated) asks for less than everything: `messages:read`
+    gives a read-only token. Without it, the token gets every scope your role
+    allows (`admin` only for admins); `scope` in the answer says what you got.
     """
     # Failures are counted per lower-cased name. The cut keeps each row small
     # when someone sends 64 KiB "usernames" (no real one is over 32 characters).
@@ -192,9 +270,16 @@ def login(_: HashingSlot, session: SessionDep, form: LoginForm) -> Token:
         logger.info("Failed login for %r", username_key)
         raise unauthorized("Incorrect username or password")
     crud.clear_login_failures(session, username_key)
+    # Only now, with the password right, may the answer depend on the account.
+    if not user.active:
+        raise unauthorized("Account deactivated")
+    scopes = scopes_to_grant(user, form.scopes)
+    if scopes is None:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="invalid_scope")
     return Token(
-        access_token=create_access_token(user),
+        access_token=create_access_token(user, scopes),
         expires_in=settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60,
+        scope=" ".join(scopes),
     )
 
 
@@ -202,12 +287,13 @@ def login(_: HashingSlot, session: SessionDep, form: LoginForm) -> Token:
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Log out",
-    responses=error_responses({401: "Missing, invalid, expired or revoked token"}),
+    responses=error_responses({401: UNAUTHORIZED}),
 )
 def logout(
     session: SessionDep, payload: TokenPayloadDep, user: CurrentUser, events: Events
 ) -> None:
     """Revoke the token this request carries; other tokens of yours keep working.
-    A WebSocket opened with this token is closed."""
+    A WebSocket opened with this token is closed. Any token may log itself
+    out, whatever its scopes."""
     crud.revoke_token(session, payload.jti, datetime.fromtimestamp(payload.exp, UTC))
     events.check_tokens(user)

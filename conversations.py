@@ -2,10 +2,10 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, Security, status
 
 import crud
-from auth import CurrentUser
+from auth import AUTH_ERRORS, CurrentUser, Reader, Writer
 from crud import ConversationAccess
 from db import SessionDep
 from hub import Events
@@ -19,15 +19,17 @@ from models import (
     MemberAdd,
     ReadEvent,
     ReadMarker,
+    Scope,
     UserPublic,
     error_responses,
 )
 
 router = APIRouter(
     tags=["conversations"],
-    responses=error_responses({401: "Missing, invalid, expired or revoked token"}),
+    responses=error_responses(AUTH_ERRORS),
 )
 NOT_VISIBLE = {404: "No such conversation, or you may not see it"}
+NOT_JOINED = {403: "You have not joined this channel, or the token lacks messages:write"}
 
 Limit = Annotated[int, Query(ge=1, le=200)]
 Offset = Annotated[int, Query(ge=0)]
@@ -47,7 +49,14 @@ def get_conversation_access(
     return access
 
 
-VisibleConversation = Annotated[ConversationAccess, Depends(get_conversation_access)]
+# The conversation, for a route that reads it or one that changes it. The
+# scope reaches `CurrentUser` above, the same scope as the route's own user.
+ReadableConversation = Annotated[
+    ConversationAccess, Security(get_conversation_access, scopes=[Scope.read])
+]
+WritableConversation = Annotated[
+    ConversationAccess, Security(get_conversation_access, scopes=[Scope.write])
+]
 
 
 @router.post(
@@ -64,7 +73,7 @@ VisibleConversation = Annotated[ConversationAccess, Depends(get_conversation_acc
 )
 def create_conversation(
     session: SessionDep,
-    user: CurrentUser,
+    user: Writer,
     events: Events,
     conversation_in: Annotated[
         ConversationCreate,
@@ -138,7 +147,7 @@ def create_conversation(
 
 @router.get("/conversations", summary="Your conversations")
 def read_conversations(
-    session: SessionDep, user: CurrentUser, limit: Limit = 50, offset: Offset = 0
+    session: SessionDep, user: Reader, limit: Limit = 50, offset: Offset = 0
 ) -> list[ConversationPublic]:
     """The conversations you are a member of, latest activity first, each with
     its last message and your unread count."""
@@ -148,7 +157,7 @@ def read_conversations(
 
 @router.get("/channels", summary="All channels")
 def read_channels(
-    session: SessionDep, user: CurrentUser, limit: Limit = 50, offset: Offset = 0
+    session: SessionDep, user: Reader, limit: Limit = 50, offset: Offset = 0
 ) -> list[ConversationPublic]:
     """Every public channel, by title; `is_member` tells which ones you have joined."""
     channels = crud.list_channels(session, limit, offset)
@@ -161,7 +170,7 @@ def read_channels(
     responses=error_responses(NOT_VISIBLE),
 )
 def read_conversation(
-    session: SessionDep, user: CurrentUser, access: VisibleConversation
+    session: SessionDep, user: Reader, access: ReadableConversation
 ) -> ConversationPublic:
     """A conversation you are in, or any channel."""
     return crud.conversation_public(session, access.conversation, user)
@@ -174,7 +183,7 @@ def read_conversation(
 )
 def read_members(
     session: SessionDep,
-    access: VisibleConversation,
+    access: ReadableConversation,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
 ) -> list[UserPublic]:
@@ -189,7 +198,7 @@ def read_members(
     responses=error_responses({**NOT_VISIBLE, 422: "Not a channel"}),
 )
 def join_conversation(
-    session: SessionDep, user: CurrentUser, access: VisibleConversation, events: Events
+    session: SessionDep, user: Writer, access: WritableConversation, events: Events
 ) -> ConversationPublic:
     """Become a member of a channel. Joining one you are in changes nothing."""
     if access.conversation.kind != ConversationKind.channel:
@@ -209,7 +218,7 @@ def join_conversation(
     summary="Leave a group or channel",
     responses=error_responses({**NOT_VISIBLE, 422: "Direct conversations cannot be left"}),
 )
-def leave_conversation(session: SessionDep, access: VisibleConversation) -> None:
+def leave_conversation(session: SessionDep, access: WritableConversation) -> None:
     """Stop being a member. A group you leave disappears from your view; a
     channel stays readable and can be joined again."""
     if access.conversation.kind == ConversationKind.direct:
@@ -229,8 +238,8 @@ def leave_conversation(session: SessionDep, access: VisibleConversation) -> None
 )
 def add_member(
     session: SessionDep,
-    user: CurrentUser,
-    access: VisibleConversation,
+    user: Writer,
+    access: WritableConversation,
     events: Events,
     member_in: Annotated[MemberAdd, Body(openapi_examples={"bob": {"value": {"username": "bob"}}})],
 ) -> ConversationPublic:
@@ -264,15 +273,15 @@ def add_member(
     responses=error_responses(
         {
             **NOT_VISIBLE,
-            403: "You have not joined this channel",
+            **NOT_JOINED,
             422: "The message is not in this conversation",
         }
     ),
 )
 def mark_read(
     session: SessionDep,
-    user: CurrentUser,
-    access: VisibleConversation,
+    user: Writer,
+    access: WritableConversation,
     events: Events,
     marker: Annotated[ReadMarker, Body(openapi_examples={"read": {"value": {"message_id": 1}}})],
 ) -> None:

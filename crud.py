@@ -55,12 +55,13 @@ def get_users_by_usernames(session: Session, usernames: list[str]) -> dict[str, 
     return {user.username.lower(): user for user in users}
 
 
-def search_users(session: Session, prefix: str, limit: int) -> Sequence[User]:
+def search_users(session: Session, prefix: str, limit: int, offset: int = 0) -> Sequence[User]:
     pattern = _escape_like(prefix.lower()) + "%"
     return session.exec(
         select(User)
         .where(_lower_username().like(pattern, escape=LIKE_ESCAPE))
         .order_by(_lower_username())
+        .offset(offset)
         .limit(limit)
     ).all()
 
@@ -106,6 +107,23 @@ def set_password(session: Session, user: User, hashed_password: str) -> bool:
     )
     session.commit()
     return result.rowcount == 1
+
+
+def deactivate_user(session: Session, user: User) -> None:
+    """Lock the account: no login, and the version bump rejects every token
+    issued so far, as a password change does."""
+    session.exec(
+        update(User)
+        .where(col(User.id) == user.id)
+        .values(active=False, token_version=User.token_version + 1)
+    )
+    session.commit()
+
+
+def activate_user(session: Session, user: User) -> None:
+    """Allow logins again. Tokens from before the deactivation stay rejected."""
+    session.exec(update(User).where(col(User.id) == user.id).values(active=True))
+    session.commit()
 
 
 # --- Login limiting and token revocation -----------------------------------

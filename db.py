@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import Connection, Engine, event, func, update
+from sqlalchemy import Connection, Engine, event, func, inspect, update
+from sqlalchemy.schema import CreateColumn
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from config import settings
@@ -84,11 +85,27 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
+def add_user_active_column(connection: Connection) -> None:
+    """Add `user.active` to a database created before it existed.
+
+    A bridge until the project has migrations: create_all() makes missing
+    tables but never alters existing ones. Once a migration adds this column,
+    remove this function.
+    """
+    columns = {column["name"] for column in inspect(connection).get_columns("user")}
+    if "active" not in columns:
+        # Existing users stay active (the column's server default).
+        active = SQLModel.metadata.tables["user"].c.active
+        column = CreateColumn(active).compile(dialect=connection.dialect)
+        connection.exec_driver_sql(f'ALTER TABLE "user" ADD COLUMN {column}')
+
+
 def init_db(bind: Engine) -> None:
     """Create missing tables, the `general` channel, and apply ADMIN_USERNAMES."""
     # Under the write lock, so workers starting together take turns.
     with bind.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
         SQLModel.metadata.create_all(connection)
+        add_user_active_column(connection)
     with open_session(bind, write=True) as session:
         general = session.exec(
             select(Conversation).where(Conversation.channel_key == GENERAL_CHANNEL)

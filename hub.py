@@ -45,6 +45,7 @@ logger = logging.getLogger("messageapp.hub")
 
 CLOSE_NORMAL = 1000
 CLOSE_UNAUTHORIZED = 4401  # HTTP's 401, in the 4000-4999 range left to applications
+CLOSE_FORBIDDEN = 4403  # HTTP's 403: a good token without the messages:read scope
 CLOSE_TOO_SLOW = 1013  # "try again later": the client fell too far behind
 # Envelopes waiting for the hub (or for Redis); past this, new ones are dropped.
 MAX_PENDING = 10_000
@@ -62,6 +63,7 @@ class Connection:
     jti: str
     token_version: int
     expires_at: float  # the token's `exp`, in seconds since the epoch
+    can_write: bool = True  # the token has messages:write (needed to send `typing`)
     queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(settings.WS_SEND_QUEUE))
     # Cancelling it ends the socket's tasks; the endpoint then says goodbye.
     cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)

@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
+import admin
 import auth
 import conversations
 import db
@@ -48,6 +49,11 @@ A small messaging service: direct messages, private groups and public channels.
 **Try it here:** create an account with `POST /users`, press **Authorize**
 (top right) and log in with it; every route below then works from this page.
 
+**Scopes** limit what a token may do: `messages:read`, `messages:write` and
+`admin` (admins only). Tick none in the Authorize dialog to get all that your
+account may have, or only `messages:read` for a read-only token. Each route
+names the scope it needs; without it, the answer is 403.
+
 **Live events** come over a WebSocket at `/ws`, which this page cannot show:
 send `{"type": "auth", "token": "<access_token>"}` as the first frame, then
 receive `message.created`, `message.updated`, `message.deleted`,
@@ -67,6 +73,7 @@ app = FastAPIOffline(
         {"name": "users", "description": "Sign up, your profile and password, people."},
         {"name": "conversations", "description": "Direct messages, groups, channels."},
         {"name": "messages", "description": "Send, read, edit, delete and search."},
+        {"name": "admin", "description": "Moderation: needs the `admin` scope (admins only)."},
         {"name": "operations", "description": "For load balancers and monitoring."},
     ],
 )
@@ -98,6 +105,7 @@ app.include_router(auth.router)
 app.include_router(users.router)
 app.include_router(conversations.router)
 app.include_router(messages.router)
+app.include_router(admin.router)
 app.include_router(realtime.router)
 
 

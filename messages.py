@@ -3,14 +3,15 @@
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, Security, status
+from sqlmodel import Session
 
 import crud
-from auth import CurrentUser
-from conversations import NOT_VISIBLE, VisibleConversation
+from auth import AUTH_ERRORS, CurrentUser, Reader, Writer
+from conversations import NOT_JOINED, NOT_VISIBLE, ReadableConversation, WritableConversation
 from crud import ConversationAccess
 from db import SessionDep
-from hub import Events
+from hub import Events, Outbox
 from models import (
     MAX_ID,
     Message,
@@ -18,12 +19,14 @@ from models import (
     MessageEvent,
     MessagePublic,
     MessageUpdate,
+    Scope,
+    User,
     error_responses,
 )
 
 router = APIRouter(
     tags=["messages"],
-    responses=error_responses({401: "Missing, invalid, expired or revoked token"}),
+    responses=error_responses(AUTH_ERRORS),
 )
 MESSAGE_NOT_VISIBLE = {404: "No such message, or you may not see it"}
 
@@ -48,7 +51,24 @@ def get_visible_message(
     raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Message not found")
 
 
-VisibleMessage = Annotated[VisibleMessageAccess, Depends(get_visible_message)]
+ReadableMessage = Annotated[
+    VisibleMessageAccess, Security(get_visible_message, scopes=[Scope.read])
+]
+WritableMessage = Annotated[
+    VisibleMessageAccess, Security(get_visible_message, scopes=[Scope.write])
+]
+
+
+def delete_message_for_all(
+    session: Session, message: Message, author: User, events: Outbox
+) -> None:
+    """Leave a tombstone and tell the members; a deleted message stays as it is."""
+    if not message.deleted:
+        crud.delete_message(session, message)
+        tombstone = crud.message_public(message, author)
+        events.to_conversation(
+            message.conversation_id, MessageEvent(type="message.deleted", message=tombstone)
+        )
 
 
 @router.post(
@@ -60,13 +80,13 @@ VisibleMessage = Annotated[VisibleMessageAccess, Depends(get_visible_message)]
             "model": MessagePublic,
             "description": "You already sent this client_id here: the earlier message",
         },
-        **error_responses({**NOT_VISIBLE, 403: "You have not joined this channel"}),
+        **error_responses({**NOT_VISIBLE, **NOT_JOINED}),
     },
 )
 def create_message(
     session: SessionDep,
-    user: CurrentUser,
-    access: VisibleConversation,
+    user: Writer,
+    access: WritableConversation,
     events: Events,
     message_in: Annotated[
         MessageCreate,
@@ -108,7 +128,7 @@ def create_message(
 )
 def read_messages(
     session: SessionDep,
-    access: VisibleConversation,
+    access: ReadableConversation,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[
         int | None, Query(ge=0, le=MAX_ID, description="Messages older than this id")
@@ -138,7 +158,7 @@ def read_messages(
     summary="One message",
     responses=error_responses(MESSAGE_NOT_VISIBLE),
 )
-def read_message(session: SessionDep, visible: VisibleMessage) -> MessagePublic:
+def read_message(session: SessionDep, visible: ReadableMessage) -> MessagePublic:
     """A message from a conversation you can see. A deleted one is a tombstone."""
     message = visible.message
     return crud.message_public(message, crud.get_author(session, message))
@@ -148,13 +168,17 @@ def read_message(session: SessionDep, visible: VisibleMessage) -> MessagePublic:
     "/messages/{message_id}",
     summary="Edit your message",
     responses=error_responses(
-        {**MESSAGE_NOT_VISIBLE, 403: "Not your message", 409: "The message was deleted"}
+        {
+            **MESSAGE_NOT_VISIBLE,
+            403: "Not your message, or the token lacks messages:write",
+            409: "The message was deleted",
+        }
     ),
 )
 def update_message(
     session: SessionDep,
-    user: CurrentUser,
-    visible: VisibleMessage,
+    user: Writer,
+    visible: WritableMessage,
     events: Events,
     message_in: Annotated[
         MessageUpdate,
@@ -179,28 +203,25 @@ def update_message(
     "/messages/{message_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete your message",
-    responses=error_responses({**MESSAGE_NOT_VISIBLE, 403: "Not your message"}),
+    responses=error_responses(
+        {**MESSAGE_NOT_VISIBLE, 403: "Not your message, or the token lacks messages:write"}
+    ),
 )
 def delete_message(
-    session: SessionDep, user: CurrentUser, visible: VisibleMessage, events: Events
+    session: SessionDep, user: Writer, visible: WritableMessage, events: Events
 ) -> None:
     """Delete a message you sent. Its text is erased; a tombstone
     (`deleted: true`, `content: null`) keeps its place in the history."""
     message = visible.message
     if message.author_id != user.id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Not your message")
-    if not message.deleted:
-        crud.delete_message(session, message)
-        tombstone = crud.message_public(message, user)
-        events.to_conversation(
-            message.conversation_id, MessageEvent(type="message.deleted", message=tombstone)
-        )
+    delete_message_for_all(session, message, user, events)
 
 
 @router.get("/search/messages", summary="Search your messages")
 def search_messages(
     session: SessionDep,
-    user: CurrentUser,
+    user: Reader,
     q: Annotated[str, Query(min_length=1, max_length=100, description="Text to find")],
     conversation_id: Annotated[
         int | None, Query(le=MAX_ID, description="Only in this conversation")

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Strict, StringConstraints, model_validator
-from sqlalchemy import Index, String, UniqueConstraint, text
+from sqlalchemy import Index, String, UniqueConstraint, text, true
 from sqlmodel import Field, SQLModel
 
 
@@ -51,6 +51,14 @@ class Role(StrEnum):
     admin = "admin"
 
 
+class Scope(StrEnum):
+    """What a token may be used for (the OAuth2 `scope` of POST /token)."""
+
+    read = "messages:read"
+    write = "messages:write"
+    admin = "admin"
+
+
 class ConversationKind(StrEnum):
     direct = "direct"
     group = "group"
@@ -72,7 +80,10 @@ class User(UserBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     hashed_password: str
     role: Role = Field(default=Role.member, sa_type=String(16))
-    # Part of every token; a password change bumps it, so older tokens fail.
+    # False once an admin deactivates the account: no login, no token works.
+    active: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
+    # Part of every token; a password change or a deactivation bumps it, so
+    # older tokens fail.
     token_version: int = 0
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -91,6 +102,12 @@ class UserPublic(UserBase):
     created_at: datetime
 
 
+class UserAdminPublic(UserPublic):
+    """A user as admins see them (GET /admin/users)."""
+
+    active: bool
+
+
 class PasswordChange(SQLModel):
     current_password: str = Field(max_length=128)
     new_password: Password
@@ -103,6 +120,7 @@ class Token(SQLModel):
     access_token: str
     token_type: str = "bearer"
     expires_in: int  # seconds
+    scope: str  # the granted scopes, space-separated
 
 
 class TokenPayload(SQLModel):
@@ -113,6 +131,9 @@ class TokenPayload(SQLModel):
     iat: int
     jti: str  # unique per token, so one token can be revoked (logout)
     ver: int  # the user's token_version when it was issued
+    # The granted scopes, space-separated; None in tokens issued before
+    # scopes existed (see auth.granted_scopes).
+    scope: str | None = None
 
 
 class RevokedToken(SQLModel, table=True):

@@ -16,8 +16,9 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocketState
 
 import db
-from auth import authenticate
+from auth import authenticate, granted_scopes
 from hub import (
+    CLOSE_FORBIDDEN,
     CLOSE_NORMAL,
     CLOSE_UNAUTHORIZED,
     Connection,
@@ -32,6 +33,7 @@ from models import (
     PingFrame,
     PongEvent,
     ReadyEvent,
+    Scope,
     TokenPayload,
     TypingEvent,
     TypingFrame,
@@ -72,28 +74,37 @@ def _authenticate(token: str) -> tuple[User, TokenPayload] | None:
         return authenticate(session, token)
 
 
-async def handshake(websocket: WebSocket) -> Connection | str:
+async def handshake(websocket: WebSocket) -> Connection | tuple[int, str]:
     """Wait for the `auth` frame and check its token: the new connection, or
-    why the socket is refused."""
+    the close code and reason the socket is refused with."""
+    bad_frame = (CLOSE_UNAUTHORIZED, 'The first frame must be {"type": "auth", "token": "..."}')
     with anyio.move_on_after(AUTH_TIMEOUT_SECONDS):
         message = await websocket.receive()
         text = message.get("text")
         if message["type"] != "websocket.receive" or text is None or len(text) > MAX_FRAME_CHARS:
-            return 'The first frame must be {"type": "auth", "token": "..."}'
+            return bad_frame
         try:
             frame = auth_frame.validate_json(text)
         except ValidationError:
-            return 'The first frame must be {"type": "auth", "token": "..."}'
+            return bad_frame
         # The database is synchronous: query it in a worker thread, as FastAPI
         # does for `def` routes, so the event loop keeps serving everyone else.
         found = await anyio.to_thread.run_sync(_authenticate, frame.token)
         if found is None:
-            return "Invalid, expired or revoked token; log in again"
+            return CLOSE_UNAUTHORIZED, "Invalid, expired or revoked token; log in again"
         user, token = found
+        scopes = granted_scopes(user, token)
+        if Scope.read not in scopes:
+            return CLOSE_FORBIDDEN, f"The token lacks the {Scope.read.value} scope"
         return Connection(
-            websocket, UserPublic.model_validate(user), token.jti, token.ver, token.exp
+            websocket,
+            UserPublic.model_validate(user),
+            token.jti,
+            token.ver,
+            token.exp,
+            can_write=Scope.write in scopes,
         )
-    return f"No auth frame within {AUTH_TIMEOUT_SECONDS:g} s"
+    return CLOSE_UNAUTHORIZED, f"No auth frame within {AUTH_TIMEOUT_SECONDS:g} s"
 
 
 async def relay_typing(connection: Connection, conversation_id: int) -> None:
@@ -154,7 +165,10 @@ async def receive_frames(connection: Connection) -> None:
         if isinstance(frame, PingFrame):
             connection.send(PongEvent().model_dump_json())
         elif isinstance(frame, TypingFrame):
-            await relay_typing(connection, frame.conversation_id)
+            if connection.can_write:
+                await relay_typing(connection, frame.conversation_id)
+            else:
+                connection.send(error_frame(f"Typing needs the {Scope.write.value} scope"))
         else:
             connection.send(error_frame("Already authenticated"))
 
@@ -187,11 +201,12 @@ async def close(websocket: WebSocket, code: int, reason: str = "") -> None:
 
 @router.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
-    """Live events. Send `{"type": "auth", "token": "<jwt>"}` first, within 10 s."""
+    """Live events. Send `{"type": "auth", "token": "<jwt>"}` first, within 10 s;
+    the token needs the `messages:read` scope (else the socket closes with 4403)."""
     await websocket.accept()
     connection = await handshake(websocket)
-    if isinstance(connection, str):
-        await close(websocket, CLOSE_UNAUTHORIZED, connection)
+    if isinstance(connection, tuple):
+        await close(websocket, *connection)
         return
     connection.send(ReadyEvent(user=connection.user).model_dump_json())
     hub.add(connection)

@@ -6,7 +6,15 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Query, status
 
 import crud
-from auth import CurrentUser, HashingSlot, hash_password, unauthorized, verify_password
+from auth import (
+    AUTH_ERRORS,
+    HashingSlot,
+    Reader,
+    Writer,
+    hash_password,
+    unauthorized,
+    verify_password,
+)
 from db import SessionDep
 from hub import Events
 from models import (
@@ -21,7 +29,6 @@ from models import (
 logger = logging.getLogger("messageapp.users")
 
 router = APIRouter(prefix="/users", tags=["users"])
-UNAUTHORIZED = {401: "Missing, invalid, expired or revoked token"}
 
 
 @router.post(
@@ -64,16 +71,16 @@ def create_user(
     return UserPublic.model_validate(user)
 
 
-@router.get("/me", summary="Your profile", responses=error_responses(UNAUTHORIZED))
-def read_user_me(user: CurrentUser) -> UserPublic:
+@router.get("/me", summary="Your profile", responses=error_responses(AUTH_ERRORS))
+def read_user_me(user: Reader) -> UserPublic:
     """The account the bearer token belongs to."""
     return UserPublic.model_validate(user)
 
 
-@router.patch("/me", summary="Edit your profile", responses=error_responses(UNAUTHORIZED))
+@router.patch("/me", summary="Edit your profile", responses=error_responses(AUTH_ERRORS))
 def update_user_me(
     session: SessionDep,
-    user: CurrentUser,
+    user: Writer,
     user_in: Annotated[
         UserUpdate,
         Body(
@@ -93,12 +100,12 @@ def update_user_me(
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change your password",
-    responses=error_responses({**UNAUTHORIZED, 400: "Wrong current password"}),
+    responses=error_responses({**AUTH_ERRORS, 400: "Wrong current password"}),
 )
 def change_password(
     _: HashingSlot,
     session: SessionDep,
-    user: CurrentUser,
+    user: Writer,
     events: Events,
     body: Annotated[
         PasswordChange,
@@ -127,10 +134,10 @@ def change_password(
     events.check_tokens(user)  # close the sockets opened with the old tokens now
 
 
-@router.get("", summary="Find users", responses=error_responses(UNAUTHORIZED))
+@router.get("", summary="Find users", responses=error_responses(AUTH_ERRORS))
 def read_users(
     session: SessionDep,
-    _: CurrentUser,
+    _: Reader,
     q: Annotated[str, Query(max_length=32, description="Username prefix, any case")] = "",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[UserPublic]:
@@ -141,9 +148,9 @@ def read_users(
 @router.get(
     "/{username}",
     summary="Look up a user",
-    responses=error_responses({**UNAUTHORIZED, 404: "No such user"}),
+    responses=error_responses({**AUTH_ERRORS, 404: "No such user"}),
 )
-def read_user(session: SessionDep, _: CurrentUser, username: str) -> UserPublic:
+def read_user(session: SessionDep, _: Reader, username: str) -> UserPublic:
     """The user with this username (any case)."""
     user: User | None = crud.get_user_by_username(session, username)
     if user is None:

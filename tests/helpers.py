@@ -4,8 +4,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
+from starlette.websockets import WebSocketDisconnect
+
+from config import settings
+from hub import CLOSE_UNAUTHORIZED
 
 PASSWORD = "correct horse battery staple"
 Headers = dict[str, str]
@@ -17,8 +22,13 @@ def signup(client: TestClient, username: str, password: str = PASSWORD) -> dict[
     return response.json()
 
 
-def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
-    response = client.post("/token", data={"username": username, "password": password})
+def login(
+    client: TestClient, username: str, password: str = PASSWORD, scope: str | None = None
+) -> str:
+    form = {"username": username, "password": password}
+    if scope is not None:
+        form["scope"] = scope
+    response = client.post("/token", data=form)
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
 
@@ -31,6 +41,12 @@ def new_user(client: TestClient, username: str) -> Headers:
     """Sign up `username` and return headers carrying a fresh token."""
     signup(client, username)
     return bearer(login(client, username))
+
+
+def new_admin(client: TestClient, monkeypatch: pytest.MonkeyPatch, username: str) -> Headers:
+    """Sign up `username` as named in ADMIN_USERNAMES; headers with a full token."""
+    monkeypatch.setattr(settings, "ADMIN_USERNAMES", [*settings.ADMIN_USERNAMES, username])
+    return new_user(client, username)
 
 
 def create_conversation(client: TestClient, headers: Headers, **body: Any) -> dict[str, Any]:
@@ -77,3 +93,10 @@ def live(client: TestClient, headers: Headers) -> Iterator[WebSocketTestSession]
         ws.send_json({"type": "auth", "token": token_of(headers)})
         assert ws.receive_json()["type"] == "ready"
         yield ws
+
+
+def assert_closed(ws: WebSocketTestSession, code: int = CLOSE_UNAUTHORIZED) -> None:
+    """The server closes the socket with `code` before sending anything else."""
+    with pytest.raises(WebSocketDisconnect) as closed:
+        ws.receive_json()
+    assert closed.value.code == code

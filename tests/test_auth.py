@@ -41,7 +41,8 @@ def test_login(client: TestClient) -> None:
     assert body["expires_in"] == settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60
     claims = _claims(body["access_token"])
     # Only identifiers and times: a JWT is readable by anyone who holds it.
-    assert set(claims) == {"sub", "exp", "iat", "jti", "ver"}
+    assert set(claims) == {"sub", "exp", "iat", "jti", "ver", "scope"}
+    assert body["scope"] == claims["scope"] == "messages:read messages:write"
     assert claims["sub"] == str(user["id"])
     assert claims["exp"] - claims["iat"] == settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60
     assert PASSWORD not in json.dumps(claims)

@@ -21,6 +21,7 @@ import realtime
 from models import User
 from tests.helpers import (
     Headers,
+    assert_closed,
     bearer,
     create_conversation,
     general_id,
@@ -32,12 +33,6 @@ from tests.helpers import (
     signup,
     token_of,
 )
-
-
-def assert_closed(ws: WebSocketTestSession, code: int = hub.CLOSE_UNAUTHORIZED) -> None:
-    with pytest.raises(WebSocketDisconnect) as closed:
-        ws.receive_json()
-    assert closed.value.code == code
 
 
 def send_frame(ws: WebSocketTestSession, frame: Any) -> None:

@@ -1,0 +1,339 @@
+"""Scopes: what a token may do, granted at login and checked on every route.
+
+The routes under test come from the app's own route table, so a route added
+later is checked too, and fails here until it declares its scope.
+"""
+
+import time
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+from fastapi.testclient import TestClient
+from jose import jwt
+from sqlalchemy import Engine
+
+import db
+from config import settings
+from hub import CLOSE_FORBIDDEN
+from main import app
+from tests.helpers import (
+    PASSWORD,
+    Headers,
+    assert_closed,
+    bearer,
+    create_conversation,
+    history,
+    live,
+    login,
+    new_admin,
+    new_user,
+    send,
+    token_of,
+)
+
+READ, WRITE, ADMIN = "messages:read", "messages:write", "admin"
+
+# Every route of the API, as (method, path template). Since FastAPI 0.137,
+# app.routes holds included routers unflattened; iter_route_contexts walks
+# them, with the prefixes applied, as FastAPI's own OpenAPI generator does.
+# (Swagger UI's and ReDoc's pages are left out of the schema, and out of here.)
+ROUTES: list[tuple[str, str]] = sorted(
+    (method, str(context.path))
+    for context in iter_route_contexts(app.routes)
+    if isinstance(context.original_route, APIRoute) and context.original_route.include_in_schema
+    for method in context.methods or ()
+)
+PUBLIC = {("POST", "/users"), ("POST", "/token"), ("GET", "/healthz")}
+# Any valid token may revoke itself, whatever its scopes.
+ANY_TOKEN = {("POST", "/logout")}
+
+
+def required_scope(method: str, path: str) -> str:
+    if path.startswith("/admin/"):
+        return ADMIN
+    return READ if method == "GET" else WRITE
+
+
+SCOPED = [r for r in ROUTES if r not in PUBLIC | ANY_TOKEN]
+READS = [r for r in SCOPED if required_scope(*r) == READ]
+WRITES = [r for r in SCOPED if required_scope(*r) == WRITE]
+ADMIN_ROUTES = [r for r in SCOPED if required_scope(*r) == ADMIN]
+
+# Query strings a route needs to answer 200, and bodies a full token would
+# get a success with (so a 403 shows the scope stopped it, not the input).
+QUERIES = {"/search/messages": {"q": "hello"}}
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/conversations"): {"kind": "channel", "title": "new"},
+    ("POST", "/conversations/{conversation_id}/members"): {"username": "carol"},
+    ("POST", "/conversations/{conversation_id}/messages"): {"content": "sneaky"},
+    ("POST", "/conversations/{conversation_id}/read"): {"message_id": 1},
+    ("PATCH", "/messages/{message_id}"): {"content": "sneaky"},
+    ("PATCH", "/users/me"): {"display_name": "Sneaky"},
+    ("PUT", "/users/me/password"): {
+        "current_password": PASSWORD,
+        "new_password": "a sneaky new password",
+    },
+}
+
+
+def scope_of(client: TestClient, username: str, scope: str) -> Headers:
+    return bearer(login(client, username, scope=scope))
+
+
+def setting(client: TestClient) -> tuple[Headers, dict[str, Any]]:
+    """alice, with bob and carol; a group of alice and bob with a message of
+    alice's in it. Returns alice's full token and the path values."""
+    alice = new_user(client, "alice")
+    new_user(client, "bob")
+    new_user(client, "carol")
+    group = create_conversation(client, alice, kind="group", title="team", members=["bob"])
+    message = send(client, alice, group["id"], "hello")
+    values = {"conversation_id": group["id"], "message_id": message["id"], "username": "bob"}
+    return alice, values
+
+
+def call(
+    client: TestClient, headers: Headers, method: str, path: str, values: dict[str, Any]
+) -> Any:
+    return client.request(
+        method,
+        path.format(**values),
+        params=QUERIES.get(path),
+        json=BODIES.get((method, path)),
+        headers=headers,
+    )
+
+
+def assert_needs_scope(response: Any, scope: str) -> None:
+    assert response.status_code == 403, response.text
+    assert response.headers["www-authenticate"] == f'Bearer scope="{scope}"'
+    assert response.json() == {"detail": f"Not enough permissions: this needs the {scope} scope"}
+
+
+def test_route_table_is_complete(client: TestClient) -> None:
+    """The tests below cover exactly the routes of the OpenAPI document."""
+    paths = client.get("/openapi.json").json()["paths"]
+    documented = {(method.upper(), path) for path, item in paths.items() for method in item}
+    assert set(ROUTES) == documented
+    assert READS and WRITES and ADMIN_ROUTES
+
+
+# --- Login ---------------------------------------------------------------------
+
+
+def test_login_grants_every_scope_of_the_role_by_default(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new_user(client, "alice")
+    new_admin(client, monkeypatch, "root")
+    for username, scope in [("alice", f"{READ} {WRITE}"), ("root", f"{READ} {WRITE} {ADMIN}")]:
+        response = client.post("/token", data={"username": username, "password": PASSWORD})
+        assert response.status_code == 200
+        assert response.json()["scope"] == scope
+
+
+@pytest.mark.parametrize(
+    ("asked", "granted"),
+    [(READ, READ), (f"{WRITE} {READ}", f"{READ} {WRITE}"), (f"  {READ}  ", READ)],
+)
+def test_login_grants_the_scopes_asked_for(client: TestClient, asked: str, granted: str) -> None:
+    new_user(client, "alice")
+    form = {"username": "alice", "password": PASSWORD, "scope": asked}
+    response = client.post("/token", data=form)
+    assert response.status_code == 200
+    assert response.json()["scope"] == granted
+
+
+@pytest.mark.parametrize("scope", [ADMIN, f"{READ} {ADMIN}", "messages:delete", "MESSAGES:READ"])
+def test_login_member_asking_for_a_scope_they_may_not_have(client: TestClient, scope: str) -> None:
+    new_user(client, "alice")
+    response = client.post(
+        "/token", data={"username": "alice", "password": PASSWORD, "scope": scope}
+    )
+    assert response.status_code == 400
+    assert response.json() == {"detail": "invalid_scope"}
+
+
+def test_login_bad_scope_with_wrong_password_is_a_wrong_password(client: TestClient) -> None:
+    """A scope error would tell a stranger that the account exists and is no admin."""
+    new_user(client, "alice")
+    for username in ("alice", "nobody"):
+        form = {"username": username, "password": "wrong password", "scope": ADMIN}
+        response = client.post("/token", data=form)
+        assert response.status_code == 401
+        assert response.json() == {"detail": "Incorrect username or password"}
+
+
+def test_login_admin_may_ask_for_less(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    new_admin(client, monkeypatch, "root")
+    form = {"username": "root", "password": PASSWORD, "scope": READ}
+    response = client.post("/token", data=form)
+    assert response.status_code == 200
+    assert response.json()["scope"] == READ
+
+
+# --- Routes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path"), READS)
+def test_read_only_token_reads_what_a_full_token_reads(
+    client: TestClient, method: str, path: str
+) -> None:
+    alice, values = setting(client)
+    read_only = scope_of(client, "alice", READ)
+    full = call(client, alice, method, path, values)
+    limited = call(client, read_only, method, path, values)
+    assert full.status_code == 200, full.text
+    assert limited.status_code == 200
+    assert limited.json() == full.json()
+
+
+@pytest.mark.parametrize(("method", "path"), WRITES + ADMIN_ROUTES)
+def test_read_only_token_cannot_write(client: TestClient, method: str, path: str) -> None:
+    _, values = setting(client)
+    read_only = scope_of(client, "alice", READ)
+    assert_needs_scope(call(client, read_only, method, path, values), required_scope(method, path))
+
+
+def test_read_only_token_changes_nothing(client: TestClient) -> None:
+    alice, values = setting(client)
+    read_only = scope_of(client, "alice", READ)
+
+    def snapshot() -> list[Any]:
+        return [
+            client.get(path, headers=alice).json()
+            for path in ("/users/me", "/conversations", "/channels", "/users")
+        ] + [history(client, alice, values["conversation_id"])]
+
+    before = snapshot()
+    for method, path in WRITES + ADMIN_ROUTES:
+        assert call(client, read_only, method, path, values).status_code == 403
+    assert snapshot() == before
+    assert login(client, "alice")  # the password did not change
+    assert login(client, "bob")  # nobody was deactivated
+
+
+def test_read_only_token_may_log_out(client: TestClient) -> None:
+    new_user(client, "alice")
+    read_only = scope_of(client, "alice", READ)
+    assert client.post("/logout", headers=read_only).status_code == 204
+    assert client.get("/users/me", headers=read_only).status_code == 401
+
+
+def test_write_only_token_cannot_read(client: TestClient) -> None:
+    alice, values = setting(client)
+    write_only = scope_of(client, "alice", WRITE)
+    assert_needs_scope(call(client, write_only, "GET", "/users/me", values), READ)
+    response = call(client, write_only, "POST", "/conversations/{conversation_id}/messages", values)
+    assert response.status_code == 201
+
+
+def test_scope_is_checked_before_visibility(client: TestClient) -> None:
+    """A read-only token learns nothing from a write: 403 even for a
+    conversation that does not exist."""
+    new_user(client, "alice")
+    read_only = scope_of(client, "alice", READ)
+    response = client.post("/conversations/999/messages", json={"content": "x"}, headers=read_only)
+    assert_needs_scope(response, WRITE)
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
+@pytest.mark.parametrize("who", ["admin without the admin scope", "member"])
+def test_admin_routes_need_the_admin_scope(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, method: str, path: str, who: str
+) -> None:
+    _, values = setting(client)
+    if who == "member":
+        headers = bearer(login(client, "carol"))
+    else:
+        new_admin(client, monkeypatch, "root")
+        headers = scope_of(client, "root", f"{READ} {WRITE}")
+    assert_needs_scope(call(client, headers, method, path, values), ADMIN)
+
+
+def test_admin_only_token_cannot_read_messages(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setting(client)
+    new_admin(client, monkeypatch, "root")
+    admin_only = scope_of(client, "root", ADMIN)
+    assert client.get("/admin/users", headers=admin_only).status_code == 200
+    assert_needs_scope(client.get("/users", headers=admin_only), READ)
+
+
+def test_admin_removed_from_the_list_loses_admin_after_restart(
+    client: TestClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = new_admin(client, monkeypatch, "root")
+    assert client.get("/admin/users", headers=root).status_code == 200
+    monkeypatch.setattr(settings, "ADMIN_USERNAMES", [])
+    db.init_db(engine)  # what a restart does
+    assert_needs_scope(client.get("/admin/users", headers=root), ADMIN)
+    assert client.get("/users/me", headers=root).json()["role"] == "member"
+    response = client.post("/token", data={"username": "root", "password": PASSWORD})
+    assert response.json()["scope"] == f"{READ} {WRITE}"
+
+
+def test_token_from_before_scopes_reads_and_writes_but_never_administers(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tokens issued before scopes existed have no `scope` claim: they keep
+    what they could do then (everything but the admin routes, which are new)."""
+    root = new_admin(client, monkeypatch, "root")
+    me = client.get("/users/me", headers=root).json()
+    now = int(time.time())
+    claims = {"sub": str(me["id"]), "iat": now, "exp": now + 600, "jti": "old", "ver": 0}
+    old = bearer(jwt.encode(claims, settings.SECRET_KEY, algorithm="HS256"))
+    assert client.get("/users/me", headers=old).status_code == 200
+    assert client.patch("/users/me", json={"display_name": "Root"}, headers=old).status_code == 200
+    assert_needs_scope(client.get("/admin/users", headers=old), ADMIN)
+
+
+# --- The OpenAPI document ----------------------------------------------------------
+
+
+def test_openapi_lists_the_scopes(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    flow = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"]
+    assert set(flow["scopes"]) == {READ, WRITE, ADMIN}
+    assert all(flow["scopes"].values())  # each has a description for the Authorize dialog
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_openapi_names_each_routes_scope(client: TestClient, method: str, path: str) -> None:
+    operation = client.get("/openapi.json").json()["paths"][path][method.lower()]
+    if (method, path) in PUBLIC:
+        assert "security" not in operation
+    elif (method, path) in ANY_TOKEN:
+        assert operation["security"] == [{"OAuth2PasswordBearer": []}]
+    else:
+        assert operation["security"] == [{"OAuth2PasswordBearer": [required_scope(method, path)]}]
+        assert "403" in operation["responses"]
+
+
+# --- The WebSocket -------------------------------------------------------------------
+
+
+def test_ws_needs_the_read_scope(client: TestClient) -> None:
+    new_user(client, "alice")
+    write_only = scope_of(client, "alice", WRITE)
+    with client.websocket_connect("/ws") as ws:
+        ws.send_json({"type": "auth", "token": token_of(write_only)})
+        assert_closed(ws, CLOSE_FORBIDDEN)
+
+
+def test_ws_read_only_token_receives_events_but_cannot_type(client: TestClient) -> None:
+    alice, values = setting(client)
+    bob = scope_of(client, "bob", READ)
+    group = values["conversation_id"]
+    with live(client, bob) as ws:
+        sent = send(client, alice, group, "for bob's dashboard")
+        assert ws.receive_json() == {"type": "message.created", "message": sent}
+        ws.send_json({"type": "typing", "conversation_id": group})
+        assert ws.receive_json() == {
+            "type": "error",
+            "detail": "Typing needs the messages:write scope",
+        }
+        ws.send_json({"type": "ping"})
+        assert ws.receive_json() == {"type": "pong"}  # still open
