@@ -1,0 +1,674 @@
+// The chat page: what is on screen, and how HTTP and the socket change it.
+//
+// The server is the source of truth. This page keeps the conversations and
+// the open conversation's messages, applies live events to them, and after
+// every (re)connect fetches what it may have missed.
+
+import * as api from "./api.js";
+import { LiveSocket } from "./socket.js";
+import * as views from "./views.js";
+
+const PAGE = 50; // messages per history page
+const TYPING_SEND_EVERY_MS = 3000; // the server relays one per 2 s at most
+const TYPING_SHOWN_MS = 5000;
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  me: null,
+  socket: null,
+  conversations: new Map(), // id -> Conversation (the sidebar, and channels being read)
+  view: null, // the open conversation: {id, messages: Map id -> Message, complete, loading}
+  pending: new Map(), // client_id -> {clientId, conversationId, content, error}
+  typing: new Map(), // conversation id -> Map user id -> {user, timer}
+  readUpTo: new Map(), // conversation id -> highest message id we told the server we read
+  lastTypingSent: 0,
+  expiryTimer: null,
+};
+
+// ---- Session: log in, sign up, log out, expiry ----------------------------
+
+function showLogin(message) {
+  $("chat-view").hidden = true;
+  $("login-view").hidden = false;
+  $("login-message").textContent = message;
+  $("login-form").reset();
+  $("login-username").focus();
+}
+
+async function startSession(session) {
+  try {
+    state.me = await api.get("/users/me");
+  } catch (error) {
+    if (error.status === 401) api.clearSession();
+    showLogin(
+      error.status === 401
+        ? "Your session has expired or was revoked. Please log in again."
+        : `Cannot reach MessageApp (${error.message}). Reload to try again.`,
+    );
+    return;
+  }
+  // Leave when the token expires, rather than fail on the next click.
+  const left = Math.min(session.expiresAt - Date.now(), 2 ** 31 - 1);
+  state.expiryTimer = setTimeout(() => endSession("Your session has expired. Please log in again."), left);
+  $("me").textContent = `Signed in as ${views.nameOf(state.me)}`;
+  $("login-view").hidden = true;
+  $("chat-view").hidden = false;
+  await loadConversations();
+  state.socket = new LiveSocket({
+    token: session.token,
+    onEvent: handleEvent,
+    onReady: catchUp,
+    onUnauthorized: () => expired(),
+    onStatus: (up) => ($("connection").textContent = up ? "" : "Reconnecting…"),
+  });
+}
+
+// Back to the login form, forgetting everything about the old session.
+function endSession(message) {
+  state.socket?.close();
+  clearTimeout(state.expiryTimer);
+  api.clearSession();
+  Object.assign(state, { me: null, socket: null, view: null });
+  for (const map of [state.conversations, state.pending, state.typing, state.readUpTo]) map.clear();
+  $("conversation-list").replaceChildren();
+  closeConversation();
+  showLogin(message);
+}
+
+function expired() {
+  if (state.me) endSession("Your session has expired or was revoked. Please log in again.");
+}
+api.setUnauthorizedHandler(expired);
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const signingUp = event.submitter?.value === "signup";
+  const [username, password] = [form.username.value.trim(), form.password.value];
+  $("login-message").textContent = signingUp ? "Signing up…" : "Logging in…";
+  try {
+    const session = await (signingUp ? api.signUp : api.logIn)(username, password);
+    $("login-message").textContent = "";
+    await startSession(session);
+  } catch (error) {
+    $("login-message").textContent =
+      error.status === 409 ? "That username is taken. Pick another, or log in." : error.message;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  state.socket?.close(); // ours to close, before the server closes it for us
+  await api.logOut();
+  endSession("You have logged out.");
+});
+
+// ---- The sidebar ---------------------------------------------------------
+
+const activity = (c) => c.last_message?.created_at ?? c.created_at;
+
+function renderSidebar() {
+  const focusedId = document.activeElement?.closest(".conversation")?.dataset.id;
+  const list = [...state.conversations.values()]
+    .filter((c) => c.is_member)
+    .sort((a, b) => activity(b).localeCompare(activity(a)) || b.id - a.id);
+  $("conversation-list").replaceChildren(
+    ...list.map((c) => views.conversationItem(c, state.me, c.id === state.view?.id)),
+  );
+  // Rebuilding the list must not throw the keyboard user's focus away.
+  if (focusedId) $("conversation-list").querySelector(`[data-id="${focusedId}"]`)?.focus();
+}
+
+async function loadConversations() {
+  const list = await api.get("/conversations?limit=200");
+  state.conversations.clear();
+  for (const c of list) {
+    // This list may have left the server before our last read marker landed.
+    if ((state.readUpTo.get(c.id) ?? 0) >= (c.last_message?.id ?? 0)) c.unread_count = 0;
+    state.conversations.set(c.id, c);
+  }
+  if (state.view && !state.conversations.has(state.view.id)) {
+    state.conversations.set(state.view.id, await api.get(`/conversations/${state.view.id}`));
+  }
+  renderSidebar();
+}
+
+async function refreshConversation(id) {
+  state.conversations.set(id, await api.get(`/conversations/${id}`));
+  renderSidebar();
+}
+
+$("conversation-list").addEventListener("click", (event) => {
+  const button = event.target.closest(".conversation");
+  if (button) openConversation(Number(button.dataset.id), { focus: true });
+});
+
+// ---- The open conversation ------------------------------------------------
+
+function closeConversation() {
+  state.view = null;
+  document.body.classList.remove("chat-open");
+  $("conversation-title").textContent = "No conversation open";
+  $("conversation-info").textContent = "";
+  $("messages").replaceChildren();
+  $("typing").textContent = "";
+  for (const id of ["messages", "composer", "join-bar"]) $(id).hidden = true;
+  $("empty-state").hidden = false;
+}
+
+async function openConversation(id, { focus = false } = {}) {
+  const conversation = state.conversations.get(id) ?? (await api.get(`/conversations/${id}`));
+  state.conversations.set(id, conversation);
+  const view = { id, messages: new Map(), complete: false, loading: true };
+  state.view = view;
+  document.body.classList.add("chat-open");
+  renderHeader();
+  $("empty-state").hidden = true;
+  $("messages").hidden = false;
+  $("messages").replaceChildren();
+  $("composer-input").value = "";
+  renderTyping();
+  renderSidebar();
+  const page = await api.get(`/conversations/${id}/messages?limit=${PAGE}`);
+  if (state.view !== view) return; // another conversation was opened meanwhile
+  view.loading = false;
+  view.complete = page.length < PAGE;
+  page.forEach(addMessage);
+  for (const p of state.pending.values()) if (p.conversationId === id) renderPending(p);
+  renderStart();
+  scrollToBottom();
+  markSeen();
+  if (focus) (conversation.is_member ? $("composer-input") : $("join")).focus();
+}
+
+function renderHeader() {
+  const c = state.conversations.get(state.view.id);
+  $("conversation-title").textContent = views.conversationTitle(c, state.me);
+  $("conversation-info").textContent =
+    c.kind === "direct" ? "direct message" : `${c.kind} · ${c.member_count} members`;
+  $("composer").hidden = !c.is_member;
+  $("join-bar").hidden = c.is_member;
+}
+
+function renderStart() {
+  const list = $("messages");
+  if (state.view.complete && !list.querySelector(".start")) {
+    list.prepend(views.el("li", { className: "start" }, "This is the start of the conversation."));
+  }
+}
+
+const nearBottom = (list) => list.scrollHeight - list.scrollTop - list.clientHeight < 60;
+const scrollToBottom = () => ($("messages").scrollTop = $("messages").scrollHeight);
+
+// Put a message in the open conversation, in id order, or replace the one
+// shown with the same id. Pending messages stay last, until theirs arrives.
+function addMessage(message) {
+  const view = state.view;
+  if (!view || message.conversation_id !== view.id) return;
+  const known = view.messages.get(message.id);
+  // Two edits at the same moment may arrive in either order: keep the later.
+  const older = (known?.edited_at ?? "") > (message.edited_at ?? "");
+  if (known && !message.deleted && (known.deleted || older)) return;
+  view.messages.set(message.id, message);
+  const list = $("messages");
+  const item = views.messageItem(message, state.me);
+  const old = list.querySelector(`.message[data-id="${message.id}"]`);
+  if (old) {
+    old.replaceWith(item);
+    return;
+  }
+  const stick = nearBottom(list) || message.author.id === state.me.id;
+  list.querySelector(`.pending[data-client-id="${message.client_id}"]`)?.remove();
+  const later = [...list.querySelectorAll(".message")].find(
+    (li) => !li.dataset.id || Number(li.dataset.id) > message.id,
+  );
+  list.insertBefore(item, later ?? null);
+  if (stick) scrollToBottom();
+}
+
+// Older pages when the reader scrolls near the top (before= the oldest shown).
+async function loadOlder() {
+  const view = state.view;
+  if (!view || view.loading || view.complete) return;
+  view.loading = true;
+  const oldest = Math.min(...view.messages.keys());
+  const page = await api.get(`/conversations/${view.id}/messages?limit=${PAGE}&before=${oldest}`);
+  if (state.view !== view) return;
+  const list = $("messages");
+  const height = list.scrollHeight;
+  page.forEach(addMessage);
+  list.scrollTop += list.scrollHeight - height; // keep what the reader was looking at in place
+  view.loading = false;
+  view.complete = page.length < PAGE;
+  renderStart();
+}
+
+$("messages").addEventListener("scroll", () => {
+  if ($("messages").scrollTop < 100) loadOlder();
+  markSeen();
+});
+
+// ---- Read markers: a message counts as read once it has been on screen ---
+
+let readTimer = null;
+
+function markSeen() {
+  const view = state.view;
+  if (!view || document.visibilityState !== "visible" || !state.conversations.get(view.id).is_member)
+    return;
+  const box = $("messages").getBoundingClientRect();
+  let seen = 0;
+  for (const li of $("messages").querySelectorAll(".message[data-id]")) {
+    const r = li.getBoundingClientRect();
+    if (r.bottom > box.top && r.top < box.bottom) seen = Math.max(seen, Number(li.dataset.id));
+  }
+  if (seen <= (state.readUpTo.get(view.id) ?? 0)) return;
+  state.readUpTo.set(view.id, seen);
+  clearTimeout(readTimer); // one request for a burst of scrolling
+  readTimer = setTimeout(() => sendRead(view.id, seen), 200);
+}
+
+async function sendRead(id, messageId) {
+  await api.post(`/conversations/${id}/read`, { message_id: messageId });
+  const c = state.conversations.get(id);
+  if (c && messageId >= (c.last_message?.id ?? 0)) {
+    c.unread_count = 0;
+    renderSidebar();
+  } else {
+    await refreshConversation(id); // read part of it: the server counts the rest
+  }
+}
+
+document.addEventListener("visibilitychange", markSeen);
+
+// ---- Sending, with a client_id so a retry never duplicates ---------------
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const content = $("composer-input").value;
+  if (!content.trim() || !state.view) return;
+  const pending = {
+    clientId: api.newClientId(),
+    conversationId: state.view.id,
+    content,
+    error: null,
+  };
+  state.pending.set(pending.clientId, pending);
+  $("composer-input").value = "";
+  state.lastTypingSent = 0; // the others stop showing "typing" on the message: start afresh
+  trySend(pending);
+});
+
+// Enter sends, Shift+Enter starts a new line (and IME composition is left alone).
+$("composer-input").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+
+async function trySend(pending) {
+  pending.error = null;
+  renderPending(pending);
+  try {
+    const message = await api.post(`/conversations/${pending.conversationId}/messages`, {
+      content: pending.content,
+      client_id: pending.clientId,
+    });
+    receiveMessage(message);
+  } catch (error) {
+    if (!state.pending.has(pending.clientId)) return; // the socket brought it meanwhile
+    pending.error = error instanceof api.ApiError ? error.message : "No connection to the server";
+    renderPending(pending);
+  }
+}
+
+function renderPending(pending) {
+  if (state.view?.id !== pending.conversationId) return;
+  const list = $("messages");
+  const item = views.pendingItem(pending, state.me);
+  const old = list.querySelector(`.pending[data-client-id="${pending.clientId}"]`);
+  if (old) old.replaceWith(item);
+  else list.append(item);
+  scrollToBottom();
+}
+
+$("messages").addEventListener("click", (event) => {
+  const item = event.target.closest(".message");
+  if (!item) return;
+  const pending = state.pending.get(item.dataset.clientId);
+  const message = state.view.messages.get(Number(item.dataset.id));
+  if (event.target.matches(".retry")) trySend(pending);
+  else if (event.target.matches(".discard")) {
+    state.pending.delete(pending.clientId);
+    item.remove();
+  } else if (event.target.matches(".edit")) startEdit(item, message);
+  else if (event.target.matches(".delete")) deleteMessage(message);
+});
+
+// ---- Editing and deleting your own messages --------------------------------
+
+function startEdit(item, message) {
+  const form = views.editForm(message);
+  const input = form.querySelector("textarea");
+  const done = () => item.replaceWith(views.messageItem(state.view.messages.get(message.id), state.me));
+  item.querySelector(".content").replaceWith(form);
+  item.querySelector(".message-actions").hidden = true;
+  form.querySelector(".cancel").addEventListener("click", done);
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") done();
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!input.value.trim()) return;
+    try {
+      addMessage(await api.request("PATCH", `/messages/${message.id}`, { content: input.value }));
+      $("composer-input").focus();
+    } catch (error) {
+      alertUser(`Could not edit: ${error.message}`);
+    }
+  });
+  input.focus();
+}
+
+async function deleteMessage(message) {
+  if (!confirm("Delete this message? Everyone will see that it was deleted.")) return;
+  try {
+    await api.request("DELETE", `/messages/${message.id}`);
+    receiveMessage({ ...message, content: null, deleted: true });
+    $("composer-input").focus();
+  } catch (error) {
+    alertUser(`Could not delete: ${error.message}`);
+  }
+}
+
+function alertUser(text) {
+  $("announcer").textContent = text;
+  $("typing").textContent = text;
+}
+
+// A request that failed after the page moved on (the server went away, the
+// session ended): say so on the page instead of as an uncaught error.
+window.addEventListener("unhandledrejection", (event) => {
+  const error = event.reason;
+  const offline = error instanceof TypeError && /fetch/i.test(error.message);
+  if (!(error instanceof api.ApiError) && !offline) return; // a real bug: leave it loud
+  event.preventDefault();
+  if (state.me) alertUser(offline ? "No connection to the server." : error.message);
+});
+
+// ---- Live events -----------------------------------------------------------
+
+function handleEvent(event) {
+  switch (event.type) {
+    case "message.created":
+    case "message.updated":
+    case "message.deleted":
+      receiveMessage(event.message, event.type === "message.created");
+      break;
+    case "conversation.joined":
+      state.conversations.set(event.conversation.id, event.conversation);
+      renderSidebar();
+      if (state.view?.id === event.conversation.id) renderHeader();
+      break;
+    case "read": // this user read on another tab or device
+      refreshConversation(event.conversation_id);
+      break;
+    case "typing":
+      showTyping(event.conversation_id, event.user);
+      break;
+  }
+}
+
+// A message from the socket or from our own request: same handling, so the
+// same message arriving both ways shows once.
+function receiveMessage(message, isNew = false) {
+  const own = message.author.id === state.me.id;
+  const c = state.conversations.get(message.conversation_id);
+  if (!c) {
+    refreshConversation(message.conversation_id); // one we did not know: fetch it whole
+    return;
+  }
+  if (own && state.pending.delete(message.client_id)) isNew = false; // counted already
+  if (!c.last_message || message.id >= c.last_message.id) c.last_message = message;
+  if (isNew && !own && c.is_member) c.unread_count += 1;
+  if (message.deleted && !own && c.unread_count > 0) refreshConversation(c.id);
+  addMessage(message);
+  if (isNew && !own) {
+    clearTyping(message.conversation_id, message.author.id);
+    if (state.view?.id === c.id) {
+      $("announcer").textContent = `${views.nameOf(message.author)}: ${message.content}`;
+    }
+  }
+  renderSidebar();
+  markSeen();
+}
+
+// After every connect: refresh the sidebar (unread counts, conversations
+// joined meanwhile), then fetch what the open conversation missed.
+async function catchUp() {
+  await loadConversations();
+  const view = state.view;
+  if (!view || view.loading) return;
+  let after = Math.max(0, ...view.messages.keys());
+  for (;;) {
+    const page = await api.get(`/conversations/${view.id}/messages?limit=200&after=${after}`);
+    page.forEach((m) => receiveMessage(m));
+    if (page.length < 200) break;
+    after = page.at(-1).id;
+  }
+  // after= brings new messages only; edits and deletions come with a re-read.
+  const newest = await api.get(`/conversations/${view.id}/messages?limit=${PAGE}`);
+  newest.forEach(addMessage);
+}
+
+// ---- Typing indicators -----------------------------------------------------
+
+$("composer-input").addEventListener("input", () => {
+  const now = Date.now();
+  if (!state.view || now - state.lastTypingSent < TYPING_SEND_EVERY_MS) return;
+  state.lastTypingSent = now;
+  state.socket?.send({ type: "typing", conversation_id: state.view.id });
+});
+
+function showTyping(conversationId, user) {
+  if (user.id === state.me.id) return;
+  const typers = state.typing.get(conversationId) ?? new Map();
+  state.typing.set(conversationId, typers);
+  clearTimeout(typers.get(user.id)?.timer);
+  const timer = setTimeout(() => clearTyping(conversationId, user.id), TYPING_SHOWN_MS);
+  typers.set(user.id, { user, timer });
+  renderTyping();
+}
+
+function clearTyping(conversationId, userId) {
+  const typers = state.typing.get(conversationId);
+  clearTimeout(typers?.get(userId)?.timer);
+  typers?.delete(userId);
+  renderTyping();
+}
+
+function renderTyping() {
+  const typers = [...(state.typing.get(state.view?.id)?.values() ?? [])];
+  const names = typers.map((t) => views.nameOf(t.user));
+  $("typing").textContent =
+    names.length === 0 ? "" : `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…`;
+}
+
+// ---- Dialogs: new direct message, new group, channels, search -------------
+
+function openDialog(id) {
+  const dialog = $(id);
+  dialog.querySelectorAll(".error").forEach((p) => (p.textContent = ""));
+  dialog.showModal(); // modal: focus moves in, Escape closes, the page behind is inert
+  return dialog;
+}
+
+document.querySelectorAll("dialog .close").forEach((button) =>
+  button.addEventListener("click", () => button.closest("dialog").close()),
+);
+
+function showError(dialog, error) {
+  dialog.querySelector(".error").textContent = error.message;
+}
+
+async function startConversation(dialog, body) {
+  try {
+    const conversation = await api.post("/conversations", body);
+    state.conversations.set(conversation.id, conversation);
+    dialog.close();
+    await openConversation(conversation.id, { focus: true });
+  } catch (error) {
+    showError(dialog, error);
+  }
+}
+
+$("new-direct").addEventListener("click", () => {
+  $("direct-query").value = "";
+  $("direct-results").replaceChildren();
+  openDialog("direct-dialog");
+});
+
+let directSearch = 0;
+$("direct-query").addEventListener("input", async () => {
+  const query = $("direct-query").value.trim();
+  const ticket = ++directSearch; // answers may come back out of order: keep the latest
+  const users = query ? await api.get(`/users?q=${encodeURIComponent(query)}&limit=10`) : [];
+  if (ticket !== directSearch) return;
+  const others = users.filter((u) => u.id !== state.me.id);
+  $("direct-results").replaceChildren(
+    ...others.map((u) =>
+      views.el(
+        "li",
+        {},
+        views.el(
+          "button",
+          { type: "button", dataset: { username: u.username } },
+          views.nameOf(u),
+          u.display_name ? ` (${u.username})` : "",
+        ),
+      ),
+    ),
+  );
+  if (query && others.length === 0) {
+    $("direct-results").append(views.el("li", { className: "none" }, "Nobody by that name."));
+  }
+});
+
+$("direct-results").addEventListener("click", (event) => {
+  const username = event.target.closest("button")?.dataset.username;
+  if (username) startConversation($("direct-dialog"), { kind: "direct", members: [username] });
+});
+
+$("new-group").addEventListener("click", () => {
+  $("group-form").reset();
+  openDialog("group-dialog");
+});
+
+$("group-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const members = $("group-members")
+    .value.split(/[\s,]+/)
+    .filter(Boolean);
+  startConversation($("group-dialog"), { kind: "group", title: $("group-title").value, members });
+});
+
+$("browse-channels").addEventListener("click", async () => {
+  $("channel-form").reset();
+  const dialog = openDialog("channels-dialog");
+  try {
+    const channels = await api.get("/channels?limit=200");
+    $("channel-list").replaceChildren(
+      ...channels.map((c) =>
+        views.el(
+          "li",
+          { className: "choice" },
+          views.el(
+            "span",
+            {},
+            `# ${c.title}`,
+            views.el("span", { className: "info" }, ` · ${c.member_count} members`),
+          ),
+          views.el(
+            "button",
+            { type: "button", dataset: { id: c.id } },
+            c.is_member ? "Open" : "View",
+          ),
+          !c.is_member &&
+            views.el("button", { type: "button", className: "join", dataset: { id: c.id } }, "Join"),
+        ),
+      ),
+    );
+  } catch (error) {
+    showError(dialog, error);
+  }
+});
+
+$("channel-list").addEventListener("click", async (event) => {
+  const id = Number(event.target.closest("button")?.dataset.id);
+  if (!id) return;
+  $("channels-dialog").close();
+  if (event.target.matches(".join")) await joinChannel(id);
+  else await openConversation(id, { focus: true });
+});
+
+async function joinChannel(id) {
+  const conversation = await api.post(`/conversations/${id}/join`);
+  state.conversations.set(id, conversation);
+  await openConversation(id, { focus: true });
+}
+
+$("join").addEventListener("click", () => joinChannel(state.view.id));
+
+$("channel-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  startConversation($("channels-dialog"), { kind: "channel", title: $("channel-title").value });
+});
+
+$("search-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const dialog = openDialog("search-dialog");
+  const q = $("search-input").value;
+  $("search-heading").textContent = `Messages with “${q}”`;
+  $("search-results").replaceChildren();
+  try {
+    const found = await api.get(`/search/messages?q=${encodeURIComponent(q)}&limit=50`);
+    $("search-results").replaceChildren(
+      ...found.map((m) => {
+        const c = state.conversations.get(m.conversation_id);
+        return views.searchResult(m, c ? views.conversationTitle(c, state.me) : "");
+      }),
+    );
+    if (found.length === 0) {
+      $("search-results").append(views.el("li", { className: "none" }, "Nothing found."));
+    }
+  } catch (error) {
+    showError(dialog, error);
+  }
+});
+
+$("search-results").addEventListener("click", (event) => {
+  const id = Number(event.target.closest(".result")?.dataset.conversationId);
+  if (!id) return;
+  $("search-dialog").close();
+  openConversation(id, { focus: true });
+});
+
+// On a phone the sidebar and the conversation take turns on the screen.
+$("back").addEventListener("click", () => {
+  const id = state.view?.id;
+  document.body.classList.remove("chat-open");
+  $("conversation-list").querySelector(`[data-id="${id}"]`)?.focus();
+});
+
+// ---- Start -----------------------------------------------------------------
+
+const saved = api.loadSession();
+if (!saved) showLogin("");
+else if (saved.expiresAt <= Date.now()) {
+  api.clearSession();
+  showLogin("Your session has expired. Please log in again.");
+} else startSession(saved);

@@ -1,0 +1,68 @@
+// The live side of the API: one WebSocket to /ws that stays open.
+//
+// Delivery over a socket is best effort, so the socket only says "something
+// happened"; after every (re)connect the app catches up over HTTP (onReady).
+
+const PING_EVERY_MS = 25_000; // keeps idle proxies from closing the socket
+const MAX_BACKOFF_MS = 30_000;
+const UNAUTHORIZED = 4401; // bad, expired or revoked token: reconnecting won't help
+
+export class LiveSocket {
+  constructor({ token, onEvent, onReady, onUnauthorized, onStatus }) {
+    Object.assign(this, { token, onEvent, onReady, onUnauthorized, onStatus });
+    this.attempt = 0;
+    this.stopped = false;
+    this.connect();
+  }
+
+  connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${scheme}://${location.host}/ws`);
+    this.ws = ws;
+    // The token goes in the first frame, never in the URL, where logs keep it.
+    ws.addEventListener("open", () => ws.send(JSON.stringify({ type: "auth", token: this.token })));
+    ws.addEventListener("message", (e) => this.receive(JSON.parse(e.data)));
+    ws.addEventListener("close", (e) => this.closed(e.code));
+  }
+
+  receive(event) {
+    if (event.type === "ready") {
+      this.attempt = 0;
+      this.ready = true;
+      this.pinger = setInterval(() => this.send({ type: "ping" }), PING_EVERY_MS);
+      this.onStatus(true);
+      this.onReady(event.user);
+    } else if (event.type !== "pong") {
+      this.onEvent(event);
+    }
+  }
+
+  closed(code) {
+    this.ready = false;
+    clearInterval(this.pinger);
+    if (this.stopped) return;
+    this.onStatus(false);
+    if (code === UNAUTHORIZED) {
+      this.stopped = true;
+      this.onUnauthorized();
+      return;
+    }
+    // Exponential backoff with jitter, so a restarted server is not hit by
+    // every client at the same instant.
+    const delay = Math.min(MAX_BACKOFF_MS, 500 * 2 ** this.attempt) * (0.5 + Math.random() / 2);
+    this.attempt += 1;
+    this.retry = setTimeout(() => this.connect(), delay);
+  }
+
+  // Frames other than auth wait for `ready`; before it they would be dropped.
+  send(frame) {
+    if (this.ready) this.ws.send(JSON.stringify(frame));
+  }
+
+  close() {
+    this.stopped = true;
+    clearTimeout(this.retry);
+    clearInterval(this.pinger);
+    this.ws.close();
+  }
+}

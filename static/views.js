@@ -1,0 +1,169 @@
+// Building DOM from API objects. No state lives here: app.js decides what to
+// show, these functions only turn objects into elements.
+//
+// Every piece of user text goes in through textContent (or a text child in
+// el() below), never innerHTML: a message "<script>...</script>" shows as
+// those characters, it is never parsed as HTML.
+
+// el("p", {className: "x"}, "text", child): properties are set on the element
+// (so `textContent` and `dataset` work), strings become text nodes.
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("aria-") || key === "role") node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined && c !== false));
+  return node;
+}
+
+export const nameOf = (user) => user.display_name || user.username;
+
+export function conversationTitle(conversation, me) {
+  if (conversation.kind === "direct") {
+    const other = conversation.members?.find((u) => u.id !== me.id);
+    return other ? nameOf(other) : "Direct message";
+  }
+  return conversation.kind === "channel" ? `# ${conversation.title}` : conversation.title;
+}
+
+// The server sends UTC with an offset; the browser shows the viewer's zone.
+export function formatTime(iso) {
+  const date = new Date(iso);
+  const today = date.toDateString() === new Date().toDateString();
+  return today
+    ? date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : date.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+}
+
+function timeElement(iso) {
+  return el("time", { dateTime: iso, title: new Date(iso).toLocaleString() }, formatTime(iso));
+}
+
+function preview(message, me) {
+  if (!message) return "No messages yet";
+  const who = message.author.id === me.id ? "You" : nameOf(message.author);
+  return `${who}: ${message.deleted ? "message deleted" : message.content}`;
+}
+
+export function conversationItem(conversation, me, active) {
+  const unread = conversation.unread_count;
+  const button = el(
+    "button",
+    { type: "button", className: "conversation", dataset: { id: conversation.id } },
+    el("span", { className: "title" }, conversationTitle(conversation, me)),
+    unread > 0 &&
+      el(
+        "span",
+        { className: "badge" },
+        String(unread),
+        el("span", { className: "visually-hidden" }, " unread"),
+      ),
+    el("span", { className: "preview" }, preview(conversation.last_message, me)),
+  );
+  if (active) button.setAttribute("aria-current", "page");
+  if (unread > 0) button.classList.add("unread");
+  return el("li", {}, button);
+}
+
+// One message. `own` messages get Edit and Delete buttons; a tombstone shows
+// that something was deleted, never what.
+export function messageItem(message, me) {
+  const own = message.author.id === me.id;
+  const item = el(
+    "li",
+    { className: "message", dataset: { id: message.id } },
+    el(
+      "div",
+      { className: "meta" },
+      el("span", { className: "author" }, nameOf(message.author)),
+      " ",
+      timeElement(message.created_at),
+      message.edited_at && !message.deleted && el("span", { className: "edited" }, " (edited)"),
+    ),
+    message.deleted
+      ? el("p", { className: "content tombstone" }, "This message was deleted.")
+      : el("p", { className: "content" }, message.content),
+    own &&
+      !message.deleted &&
+      el(
+        "div",
+        { className: "message-actions" },
+        el("button", { type: "button", className: "edit", "aria-label": "Edit message" }, "Edit"),
+        el(
+          "button",
+          { type: "button", className: "delete", "aria-label": "Delete message" },
+          "Delete",
+        ),
+      ),
+  );
+  if (own) item.classList.add("own");
+  return item;
+}
+
+// A message we are sending: "Sending…", or the error and a Retry button.
+export function pendingItem(pending, me) {
+  const item = el(
+    "li",
+    { className: "message own pending", dataset: { clientId: pending.clientId } },
+    el(
+      "div",
+      { className: "meta" },
+      el("span", { className: "author" }, nameOf(me)),
+      " ",
+      el("span", { className: "status" }, pending.error ? "Not sent" : "Sending…"),
+    ),
+    el("p", { className: "content" }, pending.content),
+  );
+  if (pending.error) {
+    item.classList.add("failed");
+    item.append(
+      el(
+        "p",
+        { className: "send-error", role: "alert" },
+        `${pending.error} `,
+        el("button", { type: "button", className: "retry" }, "Retry"),
+        " ",
+        el("button", { type: "button", className: "discard" }, "Discard"),
+      ),
+    );
+  }
+  return item;
+}
+
+export function editForm(message) {
+  const input = el("textarea", {
+    className: "edit-input",
+    value: message.content,
+    maxLength: 4000,
+    rows: 2,
+    "aria-label": "Edit message",
+  });
+  return el(
+    "form",
+    { className: "edit-form" },
+    input,
+    el("button", { type: "submit" }, "Save"),
+    " ",
+    el("button", { type: "button", className: "cancel" }, "Cancel"),
+  );
+}
+
+export function searchResult(message, title) {
+  return el(
+    "li",
+    {},
+    el(
+      "button",
+      { type: "button", className: "result", dataset: { conversationId: message.conversation_id } },
+      el(
+        "span",
+        { className: "meta" },
+        `${title} · ${nameOf(message.author)} · `,
+        timeElement(message.created_at),
+      ),
+      el("span", { className: "content" }, message.content),
+    ),
+  );
+}
