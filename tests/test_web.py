@@ -1,0 +1,561 @@
+"""The web client at `/`, in a real browser: two people chatting through the page.
+
+Playwright drives Debian's Chromium (.ci/run installs it with apt-get) against
+a real uvicorn process. Every page fails its test on any console error or
+uncaught exception, and runs under the Content-Security-Policy the client is
+written for: no inline script, no inline style, sockets to this host only.
+"""
+
+import os
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx2 as httpx
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Route,
+    WebSocketRoute,
+    expect,
+    sync_playwright,
+)
+
+from tests.server import PASSWORD, Server
+
+CHROMIUM = "/usr/bin/chromium"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self' ws: wss:; base-uri 'none'; frame-ancestors 'none'"
+)
+TIMEZONE = "Asia/Kolkata"  # +05:30: local times cannot pass for UTC by accident
+DESKTOP = {"width": 1100, "height": 720}
+PHONE = {"width": 390, "height": 760}
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run installs it with apt-get")
+    pytest.skip(f"no {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module; each test uses its own usernames."""
+    server = Server(tmp_path_factory.mktemp("web") / "data")
+    server.start()
+    yield server
+    server.kill()
+
+
+class Pages:
+    """Opens pages as separate people (one browser context each) and collects
+    every console error and uncaught exception they produce."""
+
+    def __init__(self, browser: Browser, server: Server) -> None:
+        self.browser = browser
+        self.server = server
+        self.contexts: list[BrowserContext] = []
+        self.problems: list[str] = []
+        self.expected: list[str] = []  # console errors a test provokes on purpose
+
+    def open(self, viewport: dict[str, int] = DESKTOP) -> Page:
+        context = self.browser.new_context(
+            viewport=viewport,  # type: ignore[arg-type]
+            locale="en-GB",
+            timezone_id=TIMEZONE,
+        )
+        self.contexts.append(context)
+        # Serve the page with the CSP header. A response fulfilled by a route
+        # has no address, so Chromium takes the page for a public one reaching
+        # into the loopback network; this permission lets its socket through.
+        context.grant_permissions(["local-network-access"])
+        context.route(f"{self.server.url}/", self._with_csp)
+        page = context.new_page()
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.problems.append(f"uncaught: {error}"))
+        page.goto(self.server.url)
+        return page
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.problems.append(message.text)
+
+    @staticmethod
+    def _with_csp(route: Route) -> None:
+        response = route.fetch()
+        route.fulfill(
+            response=response, headers={**response.headers, "content-security-policy": CSP}
+        )
+
+    def close(self) -> list[str]:
+        for context in self.contexts:
+            context.close()
+        return [p for p in self.problems if not any(e in p for e in self.expected)]
+
+
+@pytest.fixture
+def pages(browser: Browser, web: Server) -> Iterator[Pages]:
+    pages = Pages(browser, web)
+    yield pages
+    assert pages.close() == []  # no console errors, no uncaught exceptions
+
+
+@pytest.fixture
+def names(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Usernames unique to the test, since the module shares one database."""
+    tag = zlib.crc32(request.node.name.encode()) % 10**6
+    return lambda name: f"{name}{tag}"
+
+
+# ---- Helpers: what a person does on the page ------------------------------
+
+
+def sign_up(page: Page, username: str) -> None:
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_text(f"Signed in as {username}")).to_be_attached()
+
+
+def log_in(page: Page, username: str) -> None:
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password", exact=True).press("Enter")  # Enter logs in
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+
+
+def sidebar_item(page: Page, title: str) -> Any:
+    return page.locator("#conversation-list .conversation").filter(
+        has=page.locator(".title", has_text=re.compile(f"^{re.escape(title)}$"))
+    )
+
+
+def start_direct(page: Page, username: str) -> None:
+    page.get_by_role("button", name="New message").click()
+    page.get_by_label("Find people by username").fill(username)
+    page.get_by_role("button", name=username, exact=True).click()
+    expect(page.locator("#conversation-title")).to_have_text(username)
+
+
+def send(page: Page, text: str) -> None:
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_label("Message", exact=True).press("Enter")
+
+
+def message(page: Page, text: str) -> Any:
+    return page.locator("#messages .message").filter(has_text=text)
+
+
+def token_of(page: Page) -> str:
+    return str(page.evaluate("JSON.parse(localStorage.getItem('messageapp.session')).token"))
+
+
+def api_direct(web: Server, headers: dict[str, str], other: str) -> int:
+    response = httpx.post(
+        f"{web.url}/conversations", json={"kind": "direct", "members": [other]}, headers=headers
+    )
+    assert response.status_code in (200, 201), response.text
+    return int(response.json()["id"])
+
+
+def api_send(web: Server, headers: dict[str, str], conversation_id: int, text: str) -> Any:
+    response = httpx.post(
+        f"{web.url}/conversations/{conversation_id}/messages",
+        json={"content": text},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def open_as(pages: Pages, web: Server, username: str, viewport: dict[str, int] = DESKTOP) -> Page:
+    """A page signed in as an existing user."""
+    page = pages.open(viewport)
+    log_in(page, username)
+    return page
+
+
+# ---- Tests -----------------------------------------------------------------
+
+
+def test_two_people_chat_live(pages: Pages, names: Callable[[str], str]) -> None:
+    alice_name, bob_name = names("alice"), names("bob")
+    alice, bob = pages.open(), pages.open()
+    sign_up(alice, alice_name)
+    sign_up(bob, bob_name)
+
+    start_direct(alice, bob_name)
+    send(alice, "Hi Bob!")
+    expect(message(alice, "Hi Bob!")).to_be_visible()
+
+    # Bob is not looking at the conversation: it arrives with an unread badge.
+    expect(sidebar_item(bob, alice_name).locator(".badge")).to_have_text("1 unread")
+    expect(sidebar_item(bob, alice_name).locator(".preview")).to_have_text(f"{alice_name}: Hi Bob!")
+    sidebar_item(bob, alice_name).click()
+    expect(message(bob, "Hi Bob!")).to_be_visible()
+    expect(sidebar_item(bob, alice_name).locator(".badge")).to_have_count(0)
+    expect(bob.get_by_label("Message", exact=True)).to_be_focused()
+
+    # Bob types: Alice sees it; his message arrives live and ends the indicator.
+    bob.get_by_label("Message", exact=True).fill("Hello Alice")
+    expect(alice.locator("#typing")).to_have_text(f"{bob_name} is typing…")
+    bob.get_by_label("Message", exact=True).press("Enter")
+    expect(message(alice, "Hello Alice")).to_be_visible()
+    expect(alice.locator("#typing")).to_have_text("")
+    expect(alice.locator("#announcer")).to_have_text(f"{bob_name}: Hello Alice")
+    # Alice has it on screen: the read marker moves, no badge stays behind.
+    expect(sidebar_item(alice, bob_name).locator(".badge")).to_have_count(0)
+    assert_no_unread(pages.server, token_of(alice))
+
+    # Starting the same direct conversation again opens the existing one.
+    start_direct(bob, alice_name)
+    expect(bob.locator("#conversation-list .conversation")).to_have_count(2)  # it and general
+
+
+def assert_no_unread(web: Server, token: str) -> None:
+    response = httpx.get(f"{web.url}/conversations", headers={"Authorization": f"Bearer {token}"})
+    assert [c["unread_count"] for c in response.json() if c["kind"] == "direct"] == [0]
+
+
+def test_edit_and_delete_reach_the_other_side(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name = names("alice"), names("bob")
+    headers = web.user(alice_name)
+    web.user(bob_name)
+    sent = api_send(web, headers, api_direct(web, headers, bob_name), "Lunch at noon?")
+    alice, bob = open_as(pages, web, alice_name), open_as(pages, web, bob_name)
+    sidebar_item(alice, bob_name).click()
+    sidebar_item(bob, alice_name).click()
+
+    # Times are shown in the viewer's zone, not in UTC.
+    local = datetime.fromisoformat(sent["created_at"]).astimezone(ZoneInfo(TIMEZONE))
+    expect(message(bob, "Lunch at noon?").locator("time")).to_contain_text(local.strftime("%H:%M"))
+    # Only your own messages can be edited or deleted.
+    expect(message(bob, "Lunch at noon?").get_by_role("button")).to_have_count(0)
+
+    message(alice, "Lunch at noon?").get_by_role("button", name="Edit message").click()
+    edit = alice.get_by_role("textbox", name="Edit message")
+    expect(edit).to_be_focused()
+    edit.fill("Lunch at one?")
+    edit.press("Enter")
+    expect(message(bob, "Lunch at one?")).to_contain_text("(edited)")
+    expect(message(bob, "Lunch at noon?")).to_have_count(0)
+
+    alice.once("dialog", lambda dialog: dialog.accept())
+    message(alice, "Lunch at one?").get_by_role("button", name="Delete message").click()
+    expect(bob.locator(".tombstone")).to_have_text("This message was deleted.")
+    expect(message(bob, "Lunch at one?")).to_have_count(0)
+    expect(alice.locator(".tombstone")).to_have_count(1)
+    expect(sidebar_item(bob, alice_name).locator(".preview")).to_have_text(
+        f"{alice_name}: message deleted"
+    )
+
+
+def test_html_in_a_message_shows_as_text(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name = names("alice"), names("bob")
+    web.user(bob_name)
+    alice, bob = pages.open(), open_as(pages, web, bob_name)
+    sign_up(alice, alice_name)
+    start_direct(alice, bob_name)
+    html = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"><b>bold</b>'
+    send(alice, html)
+
+    expect(sidebar_item(bob, alice_name).locator(".preview")).to_have_text(f"{alice_name}: {html}")
+    sidebar_item(bob, alice_name).click()
+    for page in (alice, bob):
+        expect(page.locator("#messages .content").last).to_have_text(html)
+        expect(page.locator("#messages img, #messages b, #messages script")).to_have_count(0)
+        assert page.evaluate("window.pwned") is None
+
+
+def test_reload_keeps_the_session_and_logout_ends_it(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    page = pages.open()
+    sign_up(page, names("alice"))
+    token = token_of(page)
+
+    page.reload()
+    expect(page.get_by_text(f"Signed in as {names('alice')}")).to_be_visible()
+    expect(sidebar_item(page, "# general")).to_be_visible()
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("alert")).to_have_text("You have logged out.")
+    expect(page.get_by_label("Username", exact=True)).to_be_focused()
+    assert page.evaluate("localStorage.getItem('messageapp.session')") is None
+    me = httpx.get(f"{web.url}/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 401  # the server revoked the token, not only the page
+    page.reload()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+
+def test_revoked_token_sends_the_page_back_to_login(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    page = pages.open()
+    sign_up(page, names("alice"))
+    expect(page.locator("#connection")).to_have_text("")
+    # Logged out elsewhere: the server closes this page's socket (4401).
+    headers = {"Authorization": f"Bearer {token_of(page)}"}
+    assert httpx.post(f"{web.url}/logout", headers=headers).status_code == 204
+    expect(page.get_by_role("alert")).to_have_text(
+        "Your session has expired or was revoked. Please log in again."
+    )
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+
+def test_expired_token_on_reload_asks_to_log_in(pages: Pages, names: Callable[[str], str]) -> None:
+    page = pages.open()
+    sign_up(page, names("alice"))
+    page.evaluate(
+        """() => {
+          const session = JSON.parse(localStorage.getItem("messageapp.session"));
+          session.expiresAt = Date.now() - 1000;
+          localStorage.setItem("messageapp.session", JSON.stringify(session));
+        }"""
+    )
+    page.reload()
+    expect(page.get_by_role("alert")).to_have_text("Your session has expired. Please log in again.")
+
+
+def test_wrong_password_and_taken_username_are_explained(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    web.user(names("alice"))
+    page = pages.open()
+    pages.expected.append("401 (Unauthorized)")  # the browser logs failed requests
+    pages.expected.append("409 (Conflict)")
+    page.get_by_label("Username", exact=True).fill(names("alice"))
+    page.get_by_label("Password", exact=True).fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_have_text("Wrong username or password")
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "That username is taken. Pick another, or log in."
+    )
+
+
+def test_older_messages_load_on_scrolling_up(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name = names("alice"), names("bob")
+    headers = web.user(alice_name)
+    web.user(bob_name)
+    direct = api_direct(web, headers, bob_name)
+    for n in range(60):
+        api_send(web, headers, direct, f"message number {n}.")
+    page = open_as(pages, web, bob_name)
+    sidebar_item(page, alice_name).click()
+
+    expect(message(page, "message number 59.")).to_be_in_viewport()  # newest first, at the bottom
+    expect(page.locator("#messages .message")).to_have_count(50)
+    expect(page.locator("#messages .start")).to_have_count(0)
+    page.locator("#messages").evaluate("list => list.scrollTop = 0")
+    expect(page.locator("#messages .message")).to_have_count(60)
+    expect(page.locator("#messages .start")).to_have_text("This is the start of the conversation.")
+    assert page.locator("#messages .content").first.text_content() == "message number 0."
+
+
+def test_failed_send_stays_with_a_retry_button(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name = names("alice"), names("bob")
+    headers = web.user(alice_name)
+    web.user(bob_name)
+    api_direct(web, headers, bob_name)
+    alice, bob = open_as(pages, web, alice_name), open_as(pages, web, bob_name)
+    sidebar_item(alice, bob_name).click()
+    sidebar_item(bob, alice_name).click()
+    pages.expected.append("net::ERR_FAILED")
+
+    # The network drops the request: nothing reached the server.
+    alice.route("**/conversations/*/messages", lambda route: route.abort())
+    send(alice, "Are you there?")
+    failed = alice.locator(".message.failed")
+    expect(failed).to_contain_text("Not sent")
+    expect(failed).to_contain_text("Are you there?")
+    alice.unroute("**/conversations/*/messages")
+    failed.get_by_role("button", name="Retry").click()
+    expect(message(bob, "Are you there?")).to_have_count(1)
+    expect(message(alice, "Are you there?")).to_have_count(1)
+    expect(alice.locator(".pending")).to_have_count(0)
+
+    # The request reached the server, the answer was lost: the client_id ties
+    # the message the socket brings to the one being sent, so it shows once.
+    def lose_answer(route: Route) -> None:
+        route.fetch()
+        route.abort()
+
+    alice.route("**/conversations/*/messages", lose_answer)
+    send(alice, "Only once, please")
+    expect(message(bob, "Only once, please")).to_have_count(1)
+    expect(message(alice, "Only once, please")).not_to_have_class(re.compile("pending"))
+    expect(message(alice, "Only once, please")).to_have_count(1)
+
+
+def test_catch_up_after_the_socket_drops(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name = names("alice"), names("bob")
+    headers = web.user(alice_name)
+    web.user(bob_name)
+    direct = api_direct(web, headers, bob_name)
+    first = api_send(web, headers, direct, "Before the cut")
+    bob = pages.open()
+    sockets: list[WebSocketRoute] = []
+    cut = False
+
+    def relay(socket: WebSocketRoute) -> None:
+        if cut:
+            socket.close(code=1013)  # the server is unreachable
+        else:
+            socket.connect_to_server()
+            sockets.append(socket)
+
+    bob.route_web_socket("**/ws", relay)  # before logging in: the first socket goes through it
+    log_in(bob, bob_name)
+    sidebar_item(bob, alice_name).click()
+    expect(message(bob, "Before the cut")).to_be_visible()
+
+    cut = True
+    sockets[-1].close(code=1013)
+    expect(bob.locator("#connection")).to_have_text("Reconnecting…")
+    api_send(web, headers, direct, "Sent while Bob was away")
+    edit = httpx.patch(
+        f"{web.url}/messages/{first['id']}", json={"content": "Edited while away"}, headers=headers
+    )
+    assert edit.status_code == 200
+    cut = False
+
+    # Backoff brings the socket back; `after=` brings what the socket missed.
+    expect(message(bob, "Sent while Bob was away")).to_be_visible(timeout=20_000)
+    expect(message(bob, "Edited while away")).to_contain_text("(edited)")
+    expect(bob.locator("#connection")).to_have_text("")
+    api_send(web, headers, direct, "Live again")
+    expect(message(bob, "Live again")).to_be_visible()
+
+
+def test_channels_groups_and_search(pages: Pages, web: Server, names: Callable[[str], str]) -> None:
+    alice_name, bob_name, carol_name = names("alice"), names("bob"), names("carol")
+    for name in (bob_name, carol_name):
+        web.user(name)
+    alice, bob = pages.open(), open_as(pages, web, bob_name)
+    sign_up(alice, alice_name)
+
+    # Alice creates a channel; Bob finds it, reads it, joins it.
+    alice.get_by_role("button", name="Channels").click()
+    channel = f"design-{alice_name}"
+    alice.get_by_label("New channel").fill(channel)
+    alice.get_by_role("button", name="Create").click()
+    expect(alice.locator("#conversation-title")).to_have_text(f"# {channel}")
+    send(alice, "Welcome to design")
+
+    bob.get_by_role("button", name="Channels").click()
+    bob.locator("#channel-list li").filter(has_text=channel).get_by_role(
+        "button", name="View"
+    ).click()
+    expect(message(bob, "Welcome to design")).to_be_visible()
+    expect(bob.get_by_label("Message", exact=True)).to_be_hidden()
+    bob.get_by_role("button", name="Join channel").click()
+    expect(sidebar_item(bob, f"# {channel}")).to_be_visible()
+    send(bob, "Glad to be here")
+    expect(message(alice, "Glad to be here")).to_be_visible()
+
+    # A group with two members; unknown names are refused with a reason.
+    alice.get_by_role("button", name="New group").click()
+    alice.get_by_label("Title").fill("Trio")
+    alice.get_by_label("Members").fill(f"{bob_name}, nobody-{alice_name}")
+    pages.expected.append("422 (Unprocessable")
+    alice.get_by_role("button", name="Create group").click()
+    expect(alice.locator("#group-dialog .error")).to_contain_text(f"nobody-{alice_name}")
+    alice.get_by_label("Members").fill(f"{bob_name}, {carol_name}")
+    alice.get_by_role("button", name="Create group").click()
+    expect(alice.locator("#conversation-info")).to_have_text("group · 3 members")
+    send(alice, "Trio says hello")
+    expect(sidebar_item(bob, "Trio").locator(".badge")).to_have_text("1 unread")
+
+    # Search finds messages in every conversation Bob is in; a result opens its conversation.
+    bob.get_by_label("Search your messages").fill("HELLO")
+    bob.get_by_label("Search your messages").press("Enter")
+    results = bob.locator("#search-results .result")
+    expect(results).to_have_count(1)
+    expect(results).to_contain_text("Trio says hello")
+    results.click()
+    expect(bob.locator("#conversation-title")).to_have_text("Trio")
+    expect(sidebar_item(bob, "Trio").locator(".badge")).to_have_count(0)
+
+
+def test_phone_width_shows_list_or_conversation(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    page = pages.open(PHONE)
+    sign_up(page, names("alice"))
+    expect(page.get_by_role("navigation", name="Conversations")).to_be_visible()
+    expect(page.get_by_role("button", name="Back to conversations")).to_be_hidden()
+    sidebar_item(page, "# general").click()
+    expect(page.get_by_role("navigation", name="Conversations")).to_be_hidden()
+    send(page, "Hello from a phone")
+    expect(message(page, "Hello from a phone")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.get_by_role("button", name="Back to conversations").click()
+    expect(sidebar_item(page, "# general")).to_be_focused()
+
+
+def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_path: Path) -> None:
+    """The screens the README shows; `make screenshots` writes them to docs/."""
+    folder = Path(os.environ.get("SCREENSHOTS_DIR", tmp_path))
+    pages = Pages(browser, server)  # a fresh server: only these two people in it
+    alice_headers, bob_headers = server.user("alice"), server.user("bob")
+    for headers, name in [(alice_headers, "Alice Martin"), (bob_headers, "Bob Chen")]:
+        httpx.patch(f"{server.url}/users/me", json={"display_name": name}, headers=headers)
+    direct = api_direct(server, alice_headers, "bob")
+    for headers, text in [
+        (alice_headers, "Hi Bob! Did the release go out?"),
+        (bob_headers, "It did, at four. No errors so far."),
+        (alice_headers, "Great, I'll tell the others in general."),
+        (bob_headers, "<b>Tags</b> show as typed, never as HTML."),
+    ]:
+        api_send(server, headers, direct, text)
+    general = httpx.get(f"{server.url}/conversations", headers=bob_headers).json()[-1]["id"]
+    api_send(server, alice_headers, general, "Release 1.0 is out: thanks, everyone!")
+
+    pages.open().screenshot(path=folder / "login.png")
+    bob = open_as(pages, server, "bob")
+    sidebar_item(bob, "Alice Martin").click()
+    alice = open_as(pages, server, "alice")
+    sidebar_item(alice, "Bob Chen").click()
+    expect(message(alice, "never as HTML")).to_be_visible()
+    expect(sidebar_item(alice, "Bob Chen").locator(".badge")).to_have_count(0)  # seen: read
+    bob.get_by_label("Message", exact=True).fill("Shall we celebrate?")
+    expect(alice.locator("#typing")).to_have_text("Bob Chen is typing…")
+    alice.screenshot(path=folder / "chat.png")
+
+    phone = open_as(pages, server, "bob", PHONE)
+    expect(sidebar_item(phone, "# general").locator(".badge")).to_have_text("1 unread")
+    phone.screenshot(path=folder / "phone-list.png")
+    sidebar_item(phone, "Alice Martin").click()
+    expect(message(phone, "never as HTML")).to_be_visible()
+    phone.screenshot(path=folder / "phone-chat.png")
+    assert pages.close() == []
