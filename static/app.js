@@ -49,7 +49,10 @@ async function startSession(session) {
   }
   // Leave when the token expires, rather than fail on the next click.
   const left = Math.min(session.expiresAt - Date.now(), 2 ** 31 - 1);
-  state.expiryTimer = setTimeout(() => endSession("Your session has expired. Please log in again."), left);
+  state.expiryTimer = setTimeout(
+    () => endSession("Your session has expired. Please log in again."),
+    left,
+  );
   $("me").textContent = `Signed in as ${views.nameOf(state.me)}`;
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
@@ -69,7 +72,9 @@ function endSession(message) {
   clearTimeout(state.expiryTimer);
   api.clearSession();
   Object.assign(state, { me: null, socket: null, view: null });
-  for (const map of [state.conversations, state.pending, state.typing, state.readUpTo]) map.clear();
+  readTimers.forEach(clearTimeout);
+  for (const map of [state.conversations, state.pending, state.typing, state.readUpTo, readTimers])
+    map.clear();
   $("conversation-list").replaceChildren();
   closeConversation();
   showLogin(message);
@@ -231,15 +236,18 @@ async function loadOlder() {
   if (!view || view.loading || view.complete) return;
   view.loading = true;
   const oldest = Math.min(...view.messages.keys());
-  const page = await api.get(`/conversations/${view.id}/messages?limit=${PAGE}&before=${oldest}`);
-  if (state.view !== view) return;
-  const list = $("messages");
-  const height = list.scrollHeight;
-  page.forEach(addMessage);
-  list.scrollTop += list.scrollHeight - height; // keep what the reader was looking at in place
-  view.loading = false;
-  view.complete = page.length < PAGE;
-  renderStart();
+  try {
+    const page = await api.get(`/conversations/${view.id}/messages?limit=${PAGE}&before=${oldest}`);
+    if (state.view !== view) return;
+    const list = $("messages");
+    const height = list.scrollHeight;
+    page.forEach(addMessage);
+    list.scrollTop += list.scrollHeight - height; // keep what the reader was looking at in place
+    view.complete = page.length < PAGE;
+    renderStart();
+  } finally {
+    view.loading = false; // a failed page is asked for again on the next scroll
+  }
 }
 
 $("messages").addEventListener("scroll", () => {
@@ -249,12 +257,12 @@ $("messages").addEventListener("scroll", () => {
 
 // ---- Read markers: a message counts as read once it has been on screen ---
 
-let readTimer = null;
+const readTimers = new Map(); // conversation id -> the pending POST .../read
 
 function markSeen() {
   const view = state.view;
-  if (!view || document.visibilityState !== "visible" || !state.conversations.get(view.id).is_member)
-    return;
+  if (!view || document.visibilityState !== "visible") return;
+  if (!state.conversations.get(view.id).is_member) return; // no marker in a channel only read
   const box = $("messages").getBoundingClientRect();
   let seen = 0;
   for (const li of $("messages").querySelectorAll(".message[data-id]")) {
@@ -263,19 +271,19 @@ function markSeen() {
   }
   if (seen <= (state.readUpTo.get(view.id) ?? 0)) return;
   state.readUpTo.set(view.id, seen);
-  clearTimeout(readTimer); // one request for a burst of scrolling
-  readTimer = setTimeout(() => sendRead(view.id, seen), 200);
+  const c = state.conversations.get(view.id);
+  const all = seen >= (c.last_message?.id ?? 0);
+  if (all && c.unread_count > 0) {
+    c.unread_count = 0; // the badge goes at once; the server hears of it just after
+    renderSidebar();
+  }
+  clearTimeout(readTimers.get(view.id)); // one request for a burst of scrolling
+  readTimers.set(view.id, setTimeout(() => sendRead(view.id, seen, all), 200));
 }
 
-async function sendRead(id, messageId) {
+async function sendRead(id, messageId, all) {
   await api.post(`/conversations/${id}/read`, { message_id: messageId });
-  const c = state.conversations.get(id);
-  if (c && messageId >= (c.last_message?.id ?? 0)) {
-    c.unread_count = 0;
-    renderSidebar();
-  } else {
-    await refreshConversation(id); // read part of it: the server counts the rest
-  }
+  if (!all) await refreshConversation(id); // read part of it: the server counts the rest
 }
 
 document.addEventListener("visibilitychange", markSeen);
@@ -350,7 +358,12 @@ $("messages").addEventListener("click", (event) => {
 function startEdit(item, message) {
   const form = views.editForm(message);
   const input = form.querySelector("textarea");
-  const done = () => item.replaceWith(views.messageItem(state.view.messages.get(message.id), state.me));
+  const latest = () => state.view.messages.get(message.id); // it may have changed meanwhile
+  const done = () => {
+    const shown = views.messageItem(latest(), state.me);
+    item.replaceWith(shown);
+    shown.querySelector(".edit")?.focus(); // the keyboard user is back where they were
+  };
   item.querySelector(".content").replaceWith(form);
   item.querySelector(".message-actions").hidden = true;
   form.querySelector(".cancel").addEventListener("click", done);
@@ -598,7 +611,11 @@ $("browse-channels").addEventListener("click", async () => {
             c.is_member ? "Open" : "View",
           ),
           !c.is_member &&
-            views.el("button", { type: "button", className: "join", dataset: { id: c.id } }, "Join"),
+            views.el(
+              "button",
+              { type: "button", className: "join", dataset: { id: c.id } },
+              "Join",
+            ),
         ),
       ),
     );

@@ -160,7 +160,7 @@ export function searchResult(message, title) {
       el(
         "span",
         { className: "meta" },
-        `${title} · ${nameOf(message.author)} · `,
+        `${nameOf(message.author)} in ${title} · `,
         timeElement(message.created_at),
       ),
       el("span", { className: "content" }, message.content),

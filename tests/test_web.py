@@ -38,6 +38,7 @@ CSP = (
 TIMEZONE = "Asia/Kolkata"  # +05:30: local times cannot pass for UTC by accident
 DESKTOP = {"width": 1100, "height": 720}
 PHONE = {"width": 390, "height": 760}
+READ = re.compile(r"/conversations/\d+/read$")
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -204,8 +205,10 @@ def test_two_people_chat_live(pages: Pages, names: Callable[[str], str]) -> None
     sign_up(bob, bob_name)
 
     start_direct(alice, bob_name)
-    send(alice, "Hi Bob!")
+    with alice.expect_response(READ) as read:  # her own message, on screen
+        send(alice, "Hi Bob!")
     expect(message(alice, "Hi Bob!")).to_be_visible()
+    assert read.value.status == 204
 
     # Bob is not looking at the conversation: it arrives with an unread badge.
     expect(sidebar_item(bob, alice_name).locator(".badge")).to_have_text("1 unread")
@@ -218,12 +221,14 @@ def test_two_people_chat_live(pages: Pages, names: Callable[[str], str]) -> None
     # Bob types: Alice sees it; his message arrives live and ends the indicator.
     bob.get_by_label("Message", exact=True).fill("Hello Alice")
     expect(alice.locator("#typing")).to_have_text(f"{bob_name} is typing…")
-    bob.get_by_label("Message", exact=True).press("Enter")
+    # Alice has it on screen: her page moves the read marker.
+    with alice.expect_response(READ) as read:
+        bob.get_by_label("Message", exact=True).press("Enter")
     expect(message(alice, "Hello Alice")).to_be_visible()
     expect(alice.locator("#typing")).to_have_text("")
     expect(alice.locator("#announcer")).to_have_text(f"{bob_name}: Hello Alice")
-    # Alice has it on screen: the read marker moves, no badge stays behind.
     expect(sidebar_item(alice, bob_name).locator(".badge")).to_have_count(0)
+    assert read.value.status == 204
     assert_no_unread(pages.server, token_of(alice))
 
     # Starting the same direct conversation again opens the existing one.
