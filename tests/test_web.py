@@ -188,6 +188,15 @@ def api_send(web: Server, headers: dict[str, str], conversation_id: int, text: s
     return response.json()
 
 
+def alice_and_bob(web: Server, names: Callable[[str], str]) -> tuple[str, str, dict[str, str], int]:
+    """Alice and Bob signed up over HTTP, with a direct conversation: their
+    usernames, Alice's headers and the conversation's id."""
+    alice_name, bob_name = names("alice"), names("bob")
+    headers = web.user(alice_name)
+    web.user(bob_name)
+    return alice_name, bob_name, headers, api_direct(web, headers, bob_name)
+
+
 def open_as(pages: Pages, web: Server, username: str, viewport: dict[str, int] = DESKTOP) -> Page:
     """A page signed in as an existing user."""
     page = pages.open(viewport)
@@ -244,10 +253,8 @@ def assert_no_unread(web: Server, token: str) -> None:
 def test_edit_and_delete_reach_the_other_side(
     pages: Pages, web: Server, names: Callable[[str], str]
 ) -> None:
-    alice_name, bob_name = names("alice"), names("bob")
-    headers = web.user(alice_name)
-    web.user(bob_name)
-    sent = api_send(web, headers, api_direct(web, headers, bob_name), "Lunch at noon?")
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
+    sent = api_send(web, headers, direct, "Lunch at noon?")
     alice, bob = open_as(pages, web, alice_name), open_as(pages, web, bob_name)
     sidebar_item(alice, bob_name).click()
     sidebar_item(bob, alice_name).click()
@@ -365,10 +372,7 @@ def test_wrong_password_and_taken_username_are_explained(
 def test_older_messages_load_on_scrolling_up(
     pages: Pages, web: Server, names: Callable[[str], str]
 ) -> None:
-    alice_name, bob_name = names("alice"), names("bob")
-    headers = web.user(alice_name)
-    web.user(bob_name)
-    direct = api_direct(web, headers, bob_name)
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
     for n in range(60):
         api_send(web, headers, direct, f"message number {n}.")
     page = open_as(pages, web, bob_name)
@@ -386,10 +390,7 @@ def test_older_messages_load_on_scrolling_up(
 def test_failed_send_stays_with_a_retry_button(
     pages: Pages, web: Server, names: Callable[[str], str]
 ) -> None:
-    alice_name, bob_name = names("alice"), names("bob")
-    headers = web.user(alice_name)
-    web.user(bob_name)
-    api_direct(web, headers, bob_name)
+    alice_name, bob_name = alice_and_bob(web, names)[:2]
     alice, bob = open_as(pages, web, alice_name), open_as(pages, web, bob_name)
     sidebar_item(alice, bob_name).click()
     sidebar_item(bob, alice_name).click()
@@ -423,10 +424,7 @@ def test_failed_send_stays_with_a_retry_button(
 def test_catch_up_after_the_socket_drops(
     pages: Pages, web: Server, names: Callable[[str], str]
 ) -> None:
-    alice_name, bob_name = names("alice"), names("bob")
-    headers = web.user(alice_name)
-    web.user(bob_name)
-    direct = api_direct(web, headers, bob_name)
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
     first = api_send(web, headers, direct, "Before the cut")
     bob = pages.open()
     sockets: list[WebSocketRoute] = []
