@@ -39,6 +39,10 @@ TIMEZONE = "Asia/Kolkata"  # +05:30: local times cannot pass for UTC by accident
 DESKTOP = {"width": 1100, "height": 720}
 PHONE = {"width": 390, "height": 760}
 READ = re.compile(r"/conversations/\d+/read$")
+# Auto-waiting assertions give up after 5 s by default: too little on a shared
+# 2-core machine running a server, Chromium and pytest at once. A passing run
+# waits no longer for it.
+expect.set_options(timeout=15_000)
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
