@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import uuid4
 
-from fastapi import APIRouter, Depends, HTTPException, Security, status
-from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm, SecurityScopes
+from fastapi import APIRouter, Depends, Form, HTTPException, Security, status
+from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from jose import JWTError, jwt
 from passlib.context import CryptContext
 from sqlmodel import Session
@@ -17,7 +17,17 @@ import crud
 from config import settings
 from db import SessionDep
 from hub import Events
-from models import Role, Scope, Token, TokenPayload, User, error_responses, utcnow
+from models import (
+    LoginForm,
+    Role,
+    Scope,
+    Token,
+    TokenErrorDetail,
+    TokenPayload,
+    User,
+    error_responses,
+    utcnow,
+)
 
 logger = logging.getLogger("messageapp.auth")
 
@@ -89,12 +99,18 @@ def granted_scopes(user: User, payload: TokenPayload) -> set[str]:
     return set(given) & set(ROLE_SCOPES[user.role])
 
 
-def scopes_to_grant(user: User, requested: list[str]) -> list[Scope] | None:
+def refused_scopes(user: User, requested: list[str]) -> str | None:
+    """Why a login may not have `requested`, briefly; None if it may."""
+    if not set(requested) <= set(Scope):
+        return f"No such scope; ask for {Scope.read}, {Scope.write} or {Scope.admin}"
+    refused = [scope for scope in requested if scope not in ROLE_SCOPES[user.role]]
+    return f"This account may not have: {' '.join(refused)}" if refused else None
+
+
+def scopes_to_grant(user: User, requested: list[str]) -> list[Scope]:
     """The scopes a login asking for `requested` gets (nothing asked: all the
-    role allows); None if it asks for one the user may not have."""
+    role allows), once `refused_scopes` has found nothing wrong."""
     allowed = ROLE_SCOPES[user.role]
-    if any(scope not in allowed for scope in requested):
-        return None
     return [scope for scope in allowed if not requested or scope in requested]
 
 
@@ -143,6 +159,35 @@ TokenDep = Annotated[str, Depends(oauth2_scheme)]
 def unauthorized(detail: str = "Could not validate credentials") -> HTTPException:
     return HTTPException(
         status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=detail,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+class TokenError(HTTPException):
+    """A refused login. main.py answers it with RFC 6749's `error` and
+    `error_description` beside `detail`: Swagger UI's Authorize dialog and
+    OAuth2 clients show those, and know nothing of `detail`."""
+
+    def __init__(
+        self,
+        status_code: int,
+        error: str,
+        description: str,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status_code, detail=detail or error, headers=headers)
+        self.error = error
+        self.description = description
+
+
+def wrong_credentials(detail: str) -> TokenError:
+    """401, as the contract says, with OAuth2's `invalid_grant`."""
+    return TokenError(
+        status.HTTP_401_UNAUTHORIZED,
+        "invalid_grant",
+        description=detail,
         detail=detail,
         headers={"WWW-Authenticate": "Bearer"},
     )
@@ -220,7 +265,7 @@ NO_SCOPE = "The token lacks the scope this route needs (named in WWW-Authenticat
 # The errors of every route that takes a token, for `responses=`.
 AUTH_ERRORS = {401: UNAUTHORIZED, 403: NO_SCOPE}
 
-LoginForm = Annotated[OAuth2PasswordRequestForm, Depends()]
+LoginFormDep = Annotated[LoginForm, Form()]
 
 router = APIRouter(tags=["auth"])
 
@@ -228,15 +273,18 @@ router = APIRouter(tags=["auth"])
 @router.post(
     "/token",
     summary="Log in",
-    responses=error_responses(
-        {
-            400: "invalid_scope: a scope this account may not have, or no such scope",
-            401: "Wrong username or password, or the account is deactivated",
-            429: "Too many failed logins for this username; see Retry-After",
-        }
-    ),
+    responses={
+        **error_responses(
+            {
+                400: "invalid_scope: a scope this account may not have, or no such scope",
+                401: "Wrong username or password, or the account is deactivated",
+            },
+            model=TokenErrorDetail,
+        ),
+        **error_responses({429: "Too many failed logins for this username; see Retry-After"}),
+    },
 )
-def login(_: HashingSlot, session: SessionDep, form: LoginForm) -> Token:
+def login(_: HashingSlot, session: SessionDep, form: LoginFormDep) -> Token:
     """Exchange a username (any case) and password for a bearer token.
 
     This is the OAuth2 password flow: the body is a form, not JSON, and the
@@ -268,14 +316,15 @@ def login(_: HashingSlot, session: SessionDep, form: LoginForm) -> Token:
     if not verify_password(form.password, hashed) or user is None:
         crud.record_login_failure(session, username_key, now)
         logger.info("Failed login for %r", username_key)
-        raise unauthorized("Incorrect username or password")
+        raise wrong_credentials("Incorrect username or password")
     crud.clear_login_failures(session, username_key)
     # Only now, with the password right, may the answer depend on the account.
     if not user.active:
-        raise unauthorized("Account deactivated")
+        raise wrong_credentials("Account deactivated")
+    refused = refused_scopes(user, form.scopes)
+    if refused is not None:
+        raise TokenError(status.HTTP_400_BAD_REQUEST, "invalid_scope", refused)
     scopes = scopes_to_grant(user, form.scopes)
-    if scopes is None:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="invalid_scope")
     return Token(
         access_token=create_access_token(user, scopes),
         expires_in=settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60,

@@ -89,6 +89,12 @@ if settings.CORS_ORIGINS:
     )
 
 
+@app.exception_handler(auth.TokenError)
+async def token_error(_: Request, exc: auth.TokenError) -> JSONResponse:
+    body = {"detail": exc.detail, "error": exc.error, "error_description": exc.description}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
 @app.exception_handler(OperationalError)
 async def database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
     # "database is locked" after the busy timeout, or a database that is down:

@@ -116,6 +116,30 @@ class PasswordChange(SQLModel):
 # --- Tokens ----------------------------------------------------------------
 
 
+class LoginForm(SQLModel):
+    """POST /token's form: the OAuth2 password grant (RFC 6749 §4.3), which
+    Swagger UI's Authorize dialog sends."""
+
+    grant_type: Literal["password"] | None = None
+    username: str
+    password: str = Field(schema_extra={"json_schema_extra": {"format": "password"}})
+    scope: str = Field(
+        default="",
+        description="The scopes to ask for, separated by spaces, e.g. `messages:read`; "
+        "empty for every scope your role allows",
+    )
+    client_id: str | None = None
+    client_secret: str | None = Field(
+        default=None, schema_extra={"json_schema_extra": {"format": "password"}}
+    )
+
+    @property
+    def scopes(self) -> list[str]:
+        # RFC 6749 §3.3: scopes are separated by U+0020 only. A tab or an em
+        # space stays inside a scope name, which then matches no scope.
+        return [scope for scope in self.scope.split(" ") if scope]
+
+
 class Token(SQLModel):
     access_token: str
     token_type: str = "bearer"
@@ -339,9 +363,19 @@ class ErrorDetail(SQLModel):
     detail: str
 
 
-def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+class TokenErrorDetail(ErrorDetail):
+    """A refused login: RFC 6749 §5.2's `error` and `error_description` (which
+    Swagger UI and OAuth2 clients show) beside the usual `detail`."""
+
+    error: str  # "invalid_scope" or "invalid_grant"
+    error_description: str
+
+
+def error_responses(
+    descriptions: dict[int, str], model: type[ErrorDetail] = ErrorDetail
+) -> dict[int | str, dict[str, Any]]:
     """Document a route's error statuses, e.g. `{404: "Conversation not found"}`."""
     return {
-        code: {"model": ErrorDetail, "description": description}
+        code: {"model": model, "description": description}
         for code, description in descriptions.items()
     }

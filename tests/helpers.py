@@ -13,6 +13,12 @@ from config import settings
 from hub import CLOSE_UNAUTHORIZED
 
 PASSWORD = "correct horse battery staple"
+# POST /token's 401, the same for an unknown user and a wrong password.
+WRONG_CREDENTIALS = {
+    "detail": "Incorrect username or password",
+    "error": "invalid_grant",
+    "error_description": "Incorrect username or password",
+}
 Headers = dict[str, str]
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 import db
 from tests.helpers import (
     PASSWORD,
+    WRONG_CREDENTIALS,
     Headers,
     assert_closed,
     create_conversation,
@@ -80,7 +81,11 @@ def test_deactivate_user_refuses_login(client: TestClient, root: Headers) -> Non
     assert client.post("/admin/users/ALICE/deactivate", headers=root).status_code == 204
     response = login_response(client, "alice")
     assert response.status_code == 401
-    assert response.json() == {"detail": "Account deactivated"}
+    assert response.json() == {
+        "detail": "Account deactivated",
+        "error": "invalid_grant",
+        "error_description": "Account deactivated",
+    }
 
 
 def test_deactivated_login_with_wrong_password_reveals_nothing(
@@ -90,7 +95,19 @@ def test_deactivated_login_with_wrong_password_reveals_nothing(
     client.post("/admin/users/alice/deactivate", headers=root)
     response = login_response(client, "alice", "wrong password")
     assert response.status_code == 401
-    assert response.json() == {"detail": "Incorrect username or password"}
+    assert response.json() == WRONG_CREDENTIALS
+
+
+def test_deactivated_login_with_a_bad_scope_is_deactivated(
+    client: TestClient, root: Headers
+) -> None:
+    """The account is refused before its scopes are weighed: 401, not 400."""
+    new_user(client, "alice")
+    client.post("/admin/users/alice/deactivate", headers=root)
+    form = {"username": "alice", "password": PASSWORD, "scope": "admin"}
+    response = client.post("/token", data=form)
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Account deactivated"
 
 
 def test_deactivate_user_rejects_every_token(client: TestClient, root: Headers) -> None:

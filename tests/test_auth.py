@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 import auth
 from config import settings
 from models import User
-from tests.helpers import PASSWORD, bearer, login, new_user, signup
+from tests.helpers import PASSWORD, WRONG_CREDENTIALS, bearer, login, new_user, signup
 
 
 def _claims(token: str) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def test_login_wrong_password_and_unknown_user_look_alike(client: TestClient) ->
     wrong = client.post("/token", data={"username": "alice", "password": "wrong password"})
     unknown = client.post("/token", data={"username": "nobody", "password": "wrong password"})
     assert wrong.status_code == unknown.status_code == 401
-    assert wrong.json() == unknown.json() == {"detail": "Incorrect username or password"}
+    assert wrong.json() == unknown.json() == WRONG_CREDENTIALS
     assert wrong.headers["www-authenticate"] == unknown.headers["www-authenticate"] == "Bearer"
 
 

@@ -19,6 +19,7 @@ from hub import CLOSE_FORBIDDEN
 from main import app
 from tests.helpers import (
     PASSWORD,
+    WRONG_CREDENTIALS,
     Headers,
     assert_closed,
     bearer,
@@ -145,14 +146,44 @@ def test_login_grants_the_scopes_asked_for(client: TestClient, asked: str, grant
     assert response.json()["scope"] == granted
 
 
-@pytest.mark.parametrize("scope", [ADMIN, f"{READ} {ADMIN}", "messages:delete", "MESSAGES:READ"])
-def test_login_member_asking_for_a_scope_they_may_not_have(client: TestClient, scope: str) -> None:
+UNKNOWN_SCOPE = f"No such scope; ask for {READ}, {WRITE} or {ADMIN}"
+
+
+@pytest.mark.parametrize(
+    ("scope", "description"),
+    [
+        (ADMIN, "This account may not have: admin"),
+        (f"{READ} {ADMIN}", "This account may not have: admin"),
+        ("messages:delete", UNKNOWN_SCOPE),
+        ("MESSAGES:READ", UNKNOWN_SCOPE),
+    ],
+)
+def test_login_member_asking_for_a_scope_they_may_not_have(
+    client: TestClient, scope: str, description: str
+) -> None:
+    """The body has RFC 6749's `error` and `error_description`, which Swagger
+    UI's Authorize dialog shows, beside the contract's `detail`."""
     new_user(client, "alice")
     response = client.post(
         "/token", data={"username": "alice", "password": PASSWORD, "scope": scope}
     )
     assert response.status_code == 400
-    assert response.json() == {"detail": "invalid_scope"}
+    assert response.json() == {
+        "detail": "invalid_scope",
+        "error": "invalid_scope",
+        "error_description": description,
+    }
+
+
+@pytest.mark.parametrize("separator", ["\t", "\u2003", "\u00a0", "\n", ","])
+def test_login_scopes_are_separated_by_spaces_only(client: TestClient, separator: str) -> None:
+    """RFC 6749 §3.3: only U+0020 separates scopes. Anything else is part of
+    a scope name, which then matches no scope."""
+    new_user(client, "alice")
+    form = {"username": "alice", "password": PASSWORD, "scope": f"{READ}{separator}{WRITE}"}
+    response = client.post("/token", data=form)
+    assert response.status_code == 400
+    assert response.json()["error_description"] == UNKNOWN_SCOPE
 
 
 def test_login_bad_scope_with_wrong_password_is_a_wrong_password(client: TestClient) -> None:
@@ -162,7 +193,7 @@ def test_login_bad_scope_with_wrong_password_is_a_wrong_password(client: TestCli
         form = {"username": username, "password": "wrong password", "scope": ADMIN}
         response = client.post("/token", data=form)
         assert response.status_code == 401
-        assert response.json() == {"detail": "Incorrect username or password"}
+        assert response.json() == WRONG_CREDENTIALS
 
 
 def test_login_admin_may_ask_for_less(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -298,6 +329,21 @@ def test_openapi_lists_the_scopes(client: TestClient) -> None:
     flow = spec["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"]
     assert set(flow["scopes"]) == {READ, WRITE, ADMIN}
     assert all(flow["scopes"].values())  # each has a description for the Authorize dialog
+
+
+def test_openapi_describes_the_scope_field(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/token"]["post"]["requestBody"]["content"]
+    ref = body["application/x-www-form-urlencoded"]["schema"]["$ref"]
+    form = spec["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    assert "space" in form["properties"]["scope"]["description"]
+
+
+def test_openapi_documents_the_login_errors(client: TestClient) -> None:
+    responses = client.get("/openapi.json").json()["paths"]["/token"]["post"]["responses"]
+    for status in ("400", "401"):
+        schema = responses[status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/TokenErrorDetail"}
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
