@@ -242,7 +242,7 @@ def get_current_user(
 
 
 def authenticate(session: Session, token: str) -> tuple[User, TokenPayload] | None:
-    """The same checks as `CurrentUser`, for a token that arrived outside the
+    """The same checks as `get_current_user`, for a token that arrived outside the
     Authorization header (the WebSocket's first frame)."""
     payload = payload_for_token(session, token)
     user = None if payload is None else user_for_token(session, payload)
@@ -251,11 +251,15 @@ def authenticate(session: Session, token: str) -> tuple[User, TokenPayload] | No
 
 # A route declares the scope it needs by how it takes the user: `Reader`
 # needs messages:read, `Writer` messages:write, `Admin` admin; Swagger UI and
-# /openapi.json show it. `CurrentUser` declares none: a dependency taking it
-# gets the scope of the Security(...) that led to it. FastAPI caches the user
-# per set of scopes, so when a route and its dependencies ask with the same
-# scope, the user is loaded once per request.
-CurrentUser = Annotated[User, Depends(get_current_user)]
+# /openapi.json show it. FastAPI caches the user per set of scopes, so when a
+# route and its dependencies ask with the same scope, the user is loaded once
+# per request.
+#
+# `AnyScopeUser` declares no scope: a route taking it works with any token.
+# Only POST /logout does that on purpose. Dependencies take it, so that they
+# get the scope of the Security(...) that leads to them. A new route takes
+# Reader, Writer or Admin (tests/test_scopes.py fails until it does).
+AnyScopeUser = Annotated[User, Depends(get_current_user)]
 Reader = Annotated[User, Security(get_current_user, scopes=[Scope.read])]
 Writer = Annotated[User, Security(get_current_user, scopes=[Scope.write])]
 Admin = Annotated[User, Security(get_current_user, scopes=[Scope.admin])]
@@ -339,7 +343,7 @@ def login(_: HashingSlot, session: SessionDep, form: LoginFormDep) -> Token:
     responses=error_responses({401: UNAUTHORIZED}),
 )
 def logout(
-    session: SessionDep, payload: TokenPayloadDep, user: CurrentUser, events: Events
+    session: SessionDep, payload: TokenPayloadDep, user: AnyScopeUser, events: Events
 ) -> None:
     """Revoke the token this request carries; other tokens of yours keep working.
     A WebSocket opened with this token is closed. Any token may log itself

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, Security, status
 
 import crud
-from auth import AUTH_ERRORS, CurrentUser, Reader, Writer
+from auth import AUTH_ERRORS, AnyScopeUser, Reader, Writer
 from crud import ConversationAccess
 from db import SessionDep
 from hub import Events
@@ -37,7 +37,7 @@ Offset = Annotated[int, Query(ge=0)]
 
 def get_conversation_access(
     session: SessionDep,
-    user: CurrentUser,
+    user: AnyScopeUser,
     conversation_id: Annotated[int, Path(le=MAX_ID, description="The conversation's id")],
 ) -> ConversationAccess:
     """The conversation in the path, if the caller may see it: a member sees
@@ -50,7 +50,7 @@ def get_conversation_access(
 
 
 # The conversation, for a route that reads it or one that changes it. The
-# scope reaches `CurrentUser` above, the same scope as the route's own user.
+# scope reaches `AnyScopeUser` above, the same scope as the route's own user.
 ReadableConversation = Annotated[
     ConversationAccess, Security(get_conversation_access, scopes=[Scope.read])
 ]

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, Secur
 from sqlmodel import Session
 
 import crud
-from auth import AUTH_ERRORS, CurrentUser, Reader, Writer
+from auth import AUTH_ERRORS, AnyScopeUser, Reader, Writer
 from conversations import NOT_JOINED, NOT_VISIBLE, ReadableConversation, WritableConversation
 from crud import ConversationAccess
 from db import SessionDep
@@ -39,7 +39,7 @@ class VisibleMessageAccess:
 
 def get_visible_message(
     session: SessionDep,
-    user: CurrentUser,
+    user: AnyScopeUser,
     message_id: Annotated[int, Path(le=MAX_ID, description="The message's id")],
 ) -> VisibleMessageAccess:
     """The message in the path, if the caller may see its conversation (else 404)."""
