@@ -11,8 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 import crud
 from auth import AUTH_ERRORS, Admin
 from db import SessionDep
-from hub import Events
-from messages import delete_message_for_all
+from hub import Events, delete_message_for_all
 from models import MAX_ID, User, UserAdminPublic, error_responses
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=error_responses(AUTH_ERRORS))

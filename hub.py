@@ -34,12 +34,12 @@ from fastapi import Depends, WebSocket
 from pydantic import ValidationError
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel
 
 import crud
 import db
 from config import settings
-from models import Envelope, User, UserPublic
+from models import Envelope, Message, MessageEvent, User, UserPublic
 
 logger = logging.getLogger("messageapp.hub")
 
@@ -350,6 +350,19 @@ class Outbox:
     def check_tokens(self, user: User) -> None:
         """Close at once the user's sockets whose token is no longer valid."""
         self.envelopes.append(Envelope(user_ids=[user.id] if user.id is not None else []))
+
+
+def delete_message_for_all(
+    session: Session, message: Message, author: User, events: Outbox
+) -> None:
+    """Leave a tombstone and tell the members; a deleted message stays as it
+    is. Shared by the author's delete and the admin's."""
+    if not message.deleted:
+        crud.delete_message(session, message)
+        tombstone = crud.message_public(message, author)
+        events.to_conversation(
+            message.conversation_id, MessageEvent(type="message.deleted", message=tombstone)
+        )
 
 
 async def get_outbox() -> AsyncIterator[Outbox]:

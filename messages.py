@@ -4,14 +4,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, Security, status
-from sqlmodel import Session
 
 import crud
 from auth import AUTH_ERRORS, AnyScopeUser, Reader, Writer
 from conversations import NOT_JOINED, NOT_VISIBLE, ReadableConversation, WritableConversation
 from crud import ConversationAccess
 from db import SessionDep
-from hub import Events, Outbox
+from hub import Events, delete_message_for_all
 from models import (
     MAX_ID,
     Message,
@@ -20,7 +19,6 @@ from models import (
     MessagePublic,
     MessageUpdate,
     Scope,
-    User,
     error_responses,
 )
 
@@ -57,18 +55,6 @@ ReadableMessage = Annotated[
 WritableMessage = Annotated[
     VisibleMessageAccess, Security(get_visible_message, scopes=[Scope.write])
 ]
-
-
-def delete_message_for_all(
-    session: Session, message: Message, author: User, events: Outbox
-) -> None:
-    """Leave a tombstone and tell the members; a deleted message stays as it is."""
-    if not message.deleted:
-        crud.delete_message(session, message)
-        tombstone = crud.message_public(message, author)
-        events.to_conversation(
-            message.conversation_id, MessageEvent(type="message.deleted", message=tombstone)
-        )
 
 
 @router.post(
