@@ -1,20 +1,27 @@
 """Routes for admins: the user list, locking accounts, removing any message.
 
 Every route here needs a token with the `admin` scope, which only users
-named in ADMIN_USERNAMES can get (see auth.ROLE_SCOPES).
+named in ADMIN_USERNAMES can get (see auth.ROLE_SCOPES). The router checks
+it once for all of them; a route that needs the admin's own record takes
+`Admin` as well, which FastAPI answers from the same cached check.
 """
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Security, status
 
 import crud
-from auth import AUTH_ERRORS, Admin
+from auth import AUTH_ERRORS, Admin, get_current_user
 from db import SessionDep
 from hub import Events, delete_message_for_all
-from models import MAX_ID, User, UserAdminPublic, error_responses
+from models import MAX_ID, Scope, User, UserAdminPublic, error_responses
 
-router = APIRouter(prefix="/admin", tags=["admin"], responses=error_responses(AUTH_ERRORS))
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Security(get_current_user, scopes=[Scope.admin])],
+    responses=error_responses(AUTH_ERRORS),
+)
 NO_SUCH_USER = {404: "No such user"}
 
 
@@ -35,7 +42,6 @@ TargetUser = Annotated[User, Depends(get_target_user)]
 @router.get("/users", summary="List users, with their status")
 def read_users_admin(
     session: SessionDep,
-    _: Admin,
     q: Annotated[str, Query(max_length=32, description="Username prefix, any case")] = "",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -72,7 +78,7 @@ def deactivate_user(session: SessionDep, admin: Admin, user: TargetUser, events:
     summary="Activate a user",
     responses=error_responses(NO_SUCH_USER),
 )
-def activate_user(session: SessionDep, _: Admin, user: TargetUser) -> None:
+def activate_user(session: SessionDep, user: TargetUser) -> None:
     """Let a deactivated user log in again. The tokens they had before stay
     rejected: they log in afresh."""
     if not user.active:
@@ -87,7 +93,6 @@ def activate_user(session: SessionDep, _: Admin, user: TargetUser) -> None:
 )
 def delete_message_admin(
     session: SessionDep,
-    _: Admin,
     message_id: Annotated[int, Path(le=MAX_ID, description="The message's id")],
     events: Events,
 ) -> None:
