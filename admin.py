@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Security, status
 
 import crud
-from auth import AUTH_ERRORS, Admin, get_current_user
+from auth import AUTH_ERRORS, Admin, forbidden, get_current_user
 from db import SessionDep
 from hub import Events, delete_message_for_all
 from models import MAX_ID, Scope, User, UserAdminPublic, error_responses
@@ -56,9 +56,7 @@ def read_users_admin(
     "/users/{username}/deactivate",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Deactivate a user",
-    responses=error_responses(
-        {**NO_SUCH_USER, 403: "Your own account, or the token lacks the admin scope"}
-    ),
+    responses=error_responses({**NO_SUCH_USER, **forbidden("Your own account")}),
 )
 def deactivate_user(session: SessionDep, admin: Admin, user: TargetUser, events: Events) -> None:
     """Lock an account at once: the user can no longer log in, every token of

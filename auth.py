@@ -265,9 +265,16 @@ Writer = Annotated[User, Security(get_current_user, scopes=[Scope.write])]
 Admin = Annotated[User, Security(get_current_user, scopes=[Scope.admin])]
 
 UNAUTHORIZED = "Missing, invalid, expired or revoked token"
-NO_SCOPE = "The token lacks the scope this route needs (named in WWW-Authenticate)"
-# The errors of every route that takes a token, for `responses=`.
-AUTH_ERRORS = {401: UNAUTHORIZED, 403: NO_SCOPE}
+LACKS_SCOPE = "the token lacks the scope this route needs (named in WWW-Authenticate)"
+# The errors of every route that takes a token, for a router's `responses=`.
+AUTH_ERRORS = {401: UNAUTHORIZED, 403: f"Forbidden: {LACKS_SCOPE}"}
+
+
+def forbidden(reason: str) -> dict[int, str]:
+    """A route's own 403 for `responses=`, which replaces the router's: so it
+    names the scope 403 too, which every scoped route can answer."""
+    return {403: f"{reason}; or {LACKS_SCOPE}"}
+
 
 LoginFormDep = Annotated[LoginForm, Form()]
 

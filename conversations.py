@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, Security, status
 
 import crud
-from auth import AUTH_ERRORS, AnyScopeUser, Reader, Writer
+from auth import AUTH_ERRORS, AnyScopeUser, Reader, Writer, forbidden
 from crud import ConversationAccess
 from db import SessionDep
 from hub import Events
@@ -29,7 +29,7 @@ router = APIRouter(
     responses=error_responses(AUTH_ERRORS),
 )
 NOT_VISIBLE = {404: "No such conversation, or you may not see it"}
-NOT_JOINED = {403: "You have not joined this channel, or the token lacks messages:write"}
+NOT_JOINED = forbidden("You have not joined this channel")
 
 Limit = Annotated[int, Query(ge=1, le=200)]
 Offset = Annotated[int, Query(ge=0)]

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, Security, status
 
 import crud
-from auth import AUTH_ERRORS, AnyScopeUser, Reader, Writer
+from auth import AUTH_ERRORS, AnyScopeUser, Reader, Writer, forbidden
 from conversations import NOT_JOINED, NOT_VISIBLE, ReadableConversation, WritableConversation
 from crud import ConversationAccess
 from db import SessionDep
@@ -27,6 +27,7 @@ router = APIRouter(
     responses=error_responses(AUTH_ERRORS),
 )
 MESSAGE_NOT_VISIBLE = {404: "No such message, or you may not see it"}
+NOT_YOURS = forbidden("Not your message")
 
 
 @dataclass
@@ -156,7 +157,7 @@ def read_message(session: SessionDep, visible: ReadableMessage) -> MessagePublic
     responses=error_responses(
         {
             **MESSAGE_NOT_VISIBLE,
-            403: "Not your message, or the token lacks messages:write",
+            **NOT_YOURS,
             409: "The message was deleted",
         }
     ),
@@ -189,9 +190,7 @@ def update_message(
     "/messages/{message_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete your message",
-    responses=error_responses(
-        {**MESSAGE_NOT_VISIBLE, 403: "Not your message, or the token lacks messages:write"}
-    ),
+    responses=error_responses({**MESSAGE_NOT_VISIBLE, **NOT_YOURS}),
 )
 def delete_message(
     session: SessionDep, user: Writer, visible: WritableMessage, events: Events
