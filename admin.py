@@ -48,7 +48,7 @@ def read_users_admin(
 ) -> list[UserAdminPublic]:
     """Users whose username starts with `q` (ignoring case), in username
     order, each with `role` and `active`."""
-    users = crud.search_users(session, q, limit, offset)
+    users = crud.search_users(session, q, limit, offset, active_only=False)
     return [UserAdminPublic.model_validate(user) for user in users]
 
 

@@ -100,6 +100,7 @@ def create_conversation(
 
     - `direct`: `members` names exactly one other user. If you two already
       have a direct conversation, you get that one back (200), whoever started it.
+      Deactivated users cannot be in a new conversation (422).
     - `group`: private; `title` and the `members` to invite (at most 100 people in all).
     - `channel`: public, anyone can read and join it; `title` unique ignoring case.
     """
@@ -123,6 +124,14 @@ def create_conversation(
         if existing is not None:
             response.status_code = status.HTTP_200_OK
             return crud.conversation_public(session, existing, user)
+    # Nobody starts something new with a deactivated user; what they were
+    # in already stays as it was.
+    deactivated = [other.username for other in others if not other.active]
+    if deactivated:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"Deactivated users: {', '.join(deactivated)}",
+        )
     if kind == ConversationKind.group and len(others) + 1 > MAX_GROUP_MEMBERS:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -233,7 +242,7 @@ def leave_conversation(session: SessionDep, access: WritableConversation) -> Non
     "/conversations/{conversation_id}/members",
     summary="Add someone to a group",
     responses=error_responses(
-        {**NOT_VISIBLE, 422: "Not a group, unknown user, or the group is full"}
+        {**NOT_VISIBLE, 422: "Not a group, unknown or deactivated user, or the group is full"}
     ),
 )
 def add_member(
@@ -255,6 +264,11 @@ def add_member(
             detail=f"Unknown users: {member_in.username}",
         )
     already = crud.get_membership(session, access.conversation, new_member) is not None
+    if not already and not new_member.active:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"Deactivated users: {new_member.username}",
+        )
     if not already and crud.member_count(session, access.conversation) >= MAX_GROUP_MEMBERS:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,

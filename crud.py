@@ -55,15 +55,14 @@ def get_users_by_usernames(session: Session, usernames: list[str]) -> dict[str, 
     return {user.username.lower(): user for user in users}
 
 
-def search_users(session: Session, prefix: str, limit: int, offset: int = 0) -> Sequence[User]:
+def search_users(
+    session: Session, prefix: str, limit: int, offset: int = 0, *, active_only: bool
+) -> Sequence[User]:
     pattern = _escape_like(prefix.lower()) + "%"
-    return session.exec(
-        select(User)
-        .where(_lower_username().like(pattern, escape=LIKE_ESCAPE))
-        .order_by(_lower_username())
-        .offset(offset)
-        .limit(limit)
-    ).all()
+    query = select(User).where(_lower_username().like(pattern, escape=LIKE_ESCAPE))
+    if active_only:
+        query = query.where(col(User.active))
+    return session.exec(query.order_by(_lower_username()).offset(offset).limit(limit)).all()
 
 
 def create_user(session: Session, user_in: UserCreate, hashed_password: str) -> User | None:

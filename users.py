@@ -141,8 +141,10 @@ def read_users(
     q: Annotated[str, Query(max_length=32, description="Username prefix, any case")] = "",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[UserPublic]:
-    """Users whose username starts with `q` (ignoring case), in username order."""
-    return [UserPublic.model_validate(u) for u in crud.search_users(session, q, limit)]
+    """Users whose username starts with `q` (ignoring case), in username order.
+    Deactivated users are left out: nobody can start a conversation with them."""
+    users = crud.search_users(session, q, limit, active_only=True)
+    return [UserPublic.model_validate(u) for u in users]
 
 
 @router.get(

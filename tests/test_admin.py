@@ -187,6 +187,109 @@ def test_deactivate_or_activate_unknown_user(
     assert response.json() == {"detail": "User not found"}
 
 
+# --- A deactivated user, as the others see them -----------------------------------------
+
+
+@pytest.fixture
+def bob_gone(client: TestClient, root: Headers) -> Headers:
+    """alice's token; bob, deactivated after he wrote "hi" in their group."""
+    alice, bob = new_user(client, "alice"), new_user(client, "bob")
+    group = create_conversation(client, alice, kind="group", title="g", members=["bob"])["id"]
+    send(client, bob, group, "hi")
+    assert client.post("/admin/users/bob/deactivate", headers=root).status_code == 204
+    return alice
+
+
+def test_direct_conversation_with_a_deactivated_user_is_refused(
+    client: TestClient, bob_gone: Headers
+) -> None:
+    body = {"kind": "direct", "members": ["Bob"]}
+    response = client.post("/conversations", json=body, headers=bob_gone)
+    assert response.status_code == 422
+    assert response.json() == {"detail": "Deactivated users: bob"}
+
+
+def test_direct_conversation_from_before_the_deactivation_is_returned(
+    client: TestClient, root: Headers
+) -> None:
+    """Nothing new is started: the existing one, with its history, comes back."""
+    alice = new_user(client, "alice")
+    new_user(client, "bob")
+    direct = create_conversation(client, alice, kind="direct", members=["bob"])
+    client.post("/admin/users/bob/deactivate", headers=root)
+    response = client.post(
+        "/conversations", json={"kind": "direct", "members": ["bob"]}, headers=alice
+    )
+    assert response.status_code == 200
+    assert response.json()["id"] == direct["id"]
+
+
+def test_group_with_a_deactivated_user_is_refused(client: TestClient, bob_gone: Headers) -> None:
+    new_user(client, "carol")
+    before = client.get("/conversations", headers=bob_gone).json()
+    body = {"kind": "group", "title": "new", "members": ["carol", "bob"]}
+    response = client.post("/conversations", json=body, headers=bob_gone)
+    assert response.status_code == 422
+    assert response.json() == {"detail": "Deactivated users: bob"}
+    assert client.get("/conversations", headers=bob_gone).json() == before
+
+
+def test_add_a_deactivated_user_to_a_group_is_refused(
+    client: TestClient, bob_gone: Headers
+) -> None:
+    group = create_conversation(client, bob_gone, kind="group", title="new", members=[])["id"]
+    response = client.post(
+        f"/conversations/{group}/members", json={"username": "bob"}, headers=bob_gone
+    )
+    assert response.status_code == 422
+    assert response.json() == {"detail": "Deactivated users: bob"}
+    members = client.get(f"/conversations/{group}/members", headers=bob_gone).json()
+    assert [m["username"] for m in members] == ["alice"]
+
+
+def test_add_a_deactivated_member_again_changes_nothing(
+    client: TestClient, bob_gone: Headers
+) -> None:
+    """Adding is idempotent: bob is in the group already, so it is 200."""
+    group = client.get("/conversations", headers=bob_gone).json()[0]
+    response = client.post(
+        f"/conversations/{group['id']}/members", json={"username": "bob"}, headers=bob_gone
+    )
+    assert response.status_code == 200
+    assert response.json()["member_count"] == 2
+
+
+def test_deactivated_user_stays_in_members_and_history(
+    client: TestClient, bob_gone: Headers
+) -> None:
+    group = client.get("/conversations", headers=bob_gone).json()[0]["id"]
+    members = client.get(f"/conversations/{group}/members", headers=bob_gone).json()
+    assert [m["username"] for m in members] == ["alice", "bob"]
+    messages = client.get(f"/conversations/{group}/messages", headers=bob_gone).json()
+    assert [(m["author"]["username"], m["content"]) for m in messages] == [("bob", "hi")]
+
+
+def test_user_search_hides_deactivated_users(client: TestClient, bob_gone: Headers) -> None:
+    new_user(client, "bobby")
+    found = client.get("/users", params={"q": "bo"}, headers=bob_gone).json()
+    assert [u["username"] for u in found] == ["bobby"]
+
+
+def test_user_lookup_finds_deactivated_users(client: TestClient, bob_gone: Headers) -> None:
+    """An author in the history can still be looked up."""
+    response = client.get("/users/bob", headers=bob_gone)
+    assert response.status_code == 200
+    assert response.json()["username"] == "bob"
+
+
+def test_deactivated_user_is_searchable_again_once_activated(
+    client: TestClient, root: Headers, bob_gone: Headers
+) -> None:
+    client.post("/admin/users/bob/activate", headers=root)
+    found = client.get("/users", params={"q": "bob"}, headers=bob_gone).json()
+    assert [u["username"] for u in found] == ["bob"]
+
+
 # --- DELETE /admin/messages/{id} ---------------------------------------------------------
 
 
