@@ -101,7 +101,8 @@ def add_user_active_column(connection: Connection) -> None:
 
 
 def init_db(bind: Engine) -> None:
-    """Create missing tables, the `general` channel, and apply ADMIN_USERNAMES."""
+    """Create missing tables, the `general` channel, and apply ADMIN_USERNAMES
+    (roles, and reactivating the admins listed)."""
     # Under the write lock, so workers starting together take turns.
     with bind.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
         SQLModel.metadata.create_all(connection)
@@ -119,8 +120,10 @@ def init_db(bind: Engine) -> None:
                 )
             )
         # A name removed from ADMIN_USERNAMES is a member again after a restart.
+        # A listed admin is active again: an operator locked out by another
+        # admin lists themselves and restarts.
         admins = settings.admin_usernames
         is_admin = func.lower(User.username).in_(admins)
-        session.exec(update(User).where(is_admin).values(role=Role.admin))
+        session.exec(update(User).where(is_admin).values(role=Role.admin, active=True))
         session.exec(update(User).where(~is_admin).values(role=Role.member))
         session.commit()

@@ -326,6 +326,31 @@ def test_admin_deletes_unknown_message(client: TestClient, root: Headers) -> Non
     assert response.json() == {"detail": "Message not found"}
 
 
+# --- Recovering from a lock-out -------------------------------------------------------------
+
+
+def test_start_reactivates_the_listed_admins(
+    client: TestClient, engine: Engine, root: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator locked out by another admin lists themselves (root is
+    listed already) and restarts."""
+    second = new_admin(client, monkeypatch, "second")
+    assert client.post("/admin/users/root/deactivate", headers=second).status_code == 204
+    assert login_response(client, "root").status_code == 401
+    db.init_db(engine)  # what a restart does
+    assert login_response(client, "root").status_code == 200
+    assert client.get("/users/me", headers=root).status_code == 401  # old tokens stay dead
+
+
+def test_start_leaves_deactivated_members_deactivated(
+    client: TestClient, engine: Engine, root: Headers
+) -> None:
+    new_user(client, "alice")
+    client.post("/admin/users/alice/deactivate", headers=root)
+    db.init_db(engine)
+    assert login_response(client, "alice").status_code == 401
+
+
 # --- A database from before `active` existed -------------------------------------------------
 
 

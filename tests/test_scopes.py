@@ -348,6 +348,19 @@ def test_admin_removed_from_the_list_loses_admin_after_restart(
     assert response.json()["scope"] == f"{READ} {WRITE}"
 
 
+def test_member_added_to_the_list_is_admin_on_tokens_issued_after_restart(
+    client: TestClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By design a token keeps the scopes it was given: the new admin logs in again."""
+    before = new_user(client, "alice")
+    monkeypatch.setattr(settings, "ADMIN_USERNAMES", ["alice"])
+    db.init_db(engine)  # what a restart does
+    assert client.get("/users/me", headers=before).json()["role"] == "admin"
+    assert_needs_scope(client.get("/admin/users", headers=before), ADMIN)
+    after = scope_of(client, "alice", "")
+    assert client.get("/admin/users", headers=after).status_code == 200
+
+
 def test_token_from_before_scopes_reads_and_writes_but_never_administers(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
