@@ -123,22 +123,40 @@ function renderSidebar() {
   if (focusedId) $("conversation-list").querySelector(`[data-id="${focusedId}"]`)?.focus();
 }
 
+// A reply and a live event can cross: the reply may carry an older version
+// of a message than the event that overtook it. Versions only move forward
+// (a newer id, then an edit, then the tombstone), so keep the later one.
+function laterVersion(a, b) {
+  if (!a || !b) return a ?? b;
+  if (a.id !== b.id) return a.id > b.id ? a : b;
+  if (a.deleted !== b.deleted) return a.deleted ? a : b;
+  return (a.edited_at ?? "") >= (b.edited_at ?? "") ? a : b;
+}
+
+function remember(c) {
+  c.last_message = laterVersion(state.conversations.get(c.id)?.last_message, c.last_message);
+  state.conversations.set(c.id, c);
+}
+
 async function loadConversations() {
   const list = await api.get("/conversations?limit=200");
-  state.conversations.clear();
+  const known = new Set(list.map((c) => c.id));
+  for (const id of [...state.conversations.keys()]) {
+    if (!known.has(id)) state.conversations.delete(id); // left, or fell off the list
+  }
   for (const c of list) {
     // This list may have left the server before our last read marker landed.
     if ((state.readUpTo.get(c.id) ?? 0) >= (c.last_message?.id ?? 0)) c.unread_count = 0;
-    state.conversations.set(c.id, c);
+    remember(c);
   }
   if (state.view && !state.conversations.has(state.view.id)) {
-    state.conversations.set(state.view.id, await api.get(`/conversations/${state.view.id}`));
+    remember(await api.get(`/conversations/${state.view.id}`));
   }
   renderSidebar();
 }
 
 async function refreshConversation(id) {
-  state.conversations.set(id, await api.get(`/conversations/${id}`));
+  remember(await api.get(`/conversations/${id}`));
   renderSidebar();
 }
 
@@ -161,8 +179,7 @@ function closeConversation() {
 }
 
 async function openConversation(id, { focus = false } = {}) {
-  const conversation = state.conversations.get(id) ?? (await api.get(`/conversations/${id}`));
-  state.conversations.set(id, conversation);
+  if (!state.conversations.has(id)) remember(await api.get(`/conversations/${id}`));
   const view = { id, messages: new Map(), complete: false, loading: true };
   state.view = view;
   document.body.classList.add("chat-open");
@@ -182,7 +199,7 @@ async function openConversation(id, { focus = false } = {}) {
   renderStart();
   scrollToBottom();
   markSeen();
-  if (focus) (conversation.is_member ? $("composer-input") : $("join")).focus();
+  if (focus) (state.conversations.get(id)?.is_member ? $("composer-input") : $("join")).focus();
 }
 
 function renderHeader() {
@@ -210,9 +227,7 @@ function addMessage(message) {
   const view = state.view;
   if (!view || message.conversation_id !== view.id) return;
   const known = view.messages.get(message.id);
-  // Two edits at the same moment may arrive in either order: keep the later.
-  const older = (known?.edited_at ?? "") > (message.edited_at ?? "");
-  if (known && !message.deleted && (known.deleted || older)) return;
+  if (known && laterVersion(known, message) === known && known !== message) return;
   view.messages.set(message.id, message);
   const list = $("messages");
   const item = views.messageItem(message, state.me);
@@ -423,7 +438,7 @@ function handleEvent(event) {
       receiveMessage(event.message, event.type === "message.created");
       break;
     case "conversation.joined":
-      state.conversations.set(event.conversation.id, event.conversation);
+      remember(event.conversation);
       renderSidebar();
       if (state.view?.id === event.conversation.id) renderHeader();
       break;
@@ -446,7 +461,7 @@ function receiveMessage(message, isNew = false) {
     return;
   }
   if (own && state.pending.delete(message.client_id)) isNew = false; // counted already
-  if (!c.last_message || message.id >= c.last_message.id) c.last_message = message;
+  c.last_message = laterVersion(c.last_message, message);
   if (isNew && !own && c.is_member) c.unread_count += 1;
   if (message.deleted && !own && c.unread_count > 0) refreshConversation(c.id);
   addMessage(message);
@@ -531,7 +546,7 @@ function showError(dialog, error) {
 async function startConversation(dialog, body) {
   try {
     const conversation = await api.post("/conversations", body);
-    state.conversations.set(conversation.id, conversation);
+    remember(conversation);
     dialog.close();
     await openConversation(conversation.id, { focus: true });
   } catch (error) {
@@ -633,8 +648,7 @@ $("channel-list").addEventListener("click", async (event) => {
 });
 
 async function joinChannel(id) {
-  const conversation = await api.post(`/conversations/${id}/join`);
-  state.conversations.set(id, conversation);
+  remember(await api.post(`/conversations/${id}/join`));
   await openConversation(id, { focus: true });
 }
 
