@@ -12,13 +12,13 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, false, func, update
+from sqlalchemy import ColumnElement, and_, delete, false, func, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from config import settings
-from db import GENERAL_CHANNEL, fold
+from db import GENERAL_CHANNEL, fold, is_sqlite
 from models import (
     Conversation,
     ConversationKind,
@@ -493,7 +493,12 @@ def create_message(
         if earlier is not None:
             return earlier, False
     message = Message.model_validate(
-        message_in, update={"conversation_id": conversation.id, "author_id": author.id}
+        message_in,
+        update={
+            "conversation_id": conversation.id,
+            "author_id": author.id,
+            "search_text": fold(message_in.content),
+        },
     )
     session.add(message)
     try:
@@ -514,6 +519,7 @@ def create_message(
 
 def edit_message(session: Session, message: Message, content: str) -> Message:
     message.content = content
+    message.search_text = fold(content)
     message.edited_at = utcnow()
     session.add(message)
     session.commit()
@@ -523,6 +529,7 @@ def edit_message(session: Session, message: Message, content: str) -> Message:
 def delete_message(session: Session, message: Message) -> None:
     """Replace the message by a tombstone: the text is gone for good."""
     message.content = None
+    message.search_text = None
     message.deleted = True
     session.add(message)
     session.commit()
@@ -557,25 +564,37 @@ def search_messages(
     session: Session, viewer: User, q: str, conversation_id: int | None, limit: int
 ) -> Sequence[tuple[Message, User]]:
     """Messages containing `q` (ignoring case) in the viewer's conversations, newest first."""
-    if session.get_bind().dialect.name == "sqlite":
-        # db.py registers fold(): SQLite's own lower() only knows ASCII.
-        folded, needle = func.fold(Message.content), fold(q)
-    else:
-        folded, needle = func.lower(Message.content), q.lower()
     query = (
         select(Message, User)
         .join(User, col(User.id) == Message.author_id)
         .join(Membership, _membership_of(viewer))
-        .where(
-            Message.deleted == false(),
-            folded.like(f"%{_escape_like(needle)}%", escape=LIKE_ESCAPE),
-        )
+        .where(Message.deleted == false(), _contains(fold(q), sqlite=is_sqlite(session.get_bind())))
         .order_by(col(Message.id).desc())
         .limit(limit)
     )
     if conversation_id is not None:
         query = query.where(Message.conversation_id == conversation_id)
     return session.exec(query).all()
+
+
+# Trigram indexes know strings of 3 characters or more; a shorter query
+# reads the viewer's messages one by one (still only theirs).
+TRIGRAM = 3
+
+
+def _contains(needle: str, *, sqlite: bool) -> ColumnElement[bool]:
+    """Messages whose folded text contains `needle`, through each database's
+    trigram index (migration 0002): an exact substring test on both."""
+    search_text = col(Message.search_text)
+    if not sqlite:
+        # PostgreSQL's LIKE is case-sensitive, and pg_trgm's GIN index serves it.
+        return search_text.like(f"%{_escape_like(needle)}%", escape=LIKE_ESCAPE)
+    if len(needle) < TRIGRAM:
+        return func.instr(search_text, needle) > 0
+    # An FTS5 phrase of trigrams matches exactly where the text contains it.
+    phrase = '"' + needle.replace('"', '""') + '"'
+    matching = text("SELECT rowid FROM message_search WHERE message_search MATCH :phrase")
+    return col(Message.id).in_(matching.bindparams(phrase=phrase))
 
 
 # "/" rather than a backslash: it needs no extra quoting on any database.

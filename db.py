@@ -1,20 +1,42 @@
-"""The database engine, the per-request session, and start-up set-up."""
+"""The database engine, the per-request session, and start-up set-up.
+
+Two databases, chosen by `DATABASE_URL`, each set up here for what it is:
+
+- **SQLite** (the default: a file in DATA_DIR, no server). One file, one
+  writer at a time: the pragmas below make it durable and concurrent enough
+  for one machine, and writers queue for the lock up front (BEGIN IMMEDIATE).
+- **PostgreSQL** (`postgresql+psycopg://user:password@host/db`), for several
+  replicas. It locks rows itself, so a pool of connections is all it needs.
+
+Every query works on both. The schema comes from the migrations in
+alembic/, which `init_db` applies at start on either database.
+"""
 
 import sqlite3
 import unicodedata
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
+from alembic import command
+from alembic.config import Config
 from fastapi import Depends, Request
 from sqlalchemy import Connection, Engine, event, func, inspect, update
-from sqlalchemy.schema import CreateColumn
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, create_engine, select
 
 from config import settings
 from models import Conversation, ConversationKind, Role, User
 
 GENERAL_CHANNEL = "general"
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+ALEMBIC_INI = Path(__file__).parent / "alembic.ini"
+# The schema that databases made before migrations existed have (see `migrate`).
+FIRST_REVISION = "0001"
+# Any fixed number: the PostgreSQL advisory lock that migrating processes share.
+MIGRATION_LOCK_ID = 7_164_285_331
+# How long a process starting on SQLite waits for another one's migration.
+MIGRATION_WAIT_SECONDS = 600
 
 
 def fold(text: str) -> str:
@@ -24,9 +46,15 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text.casefold())
 
 
+def is_sqlite(bind: Engine | Connection) -> bool:
+    return bind.dialect.name == "sqlite"
+
+
 def create_db_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets the settings a concurrent server needs."""
+    """An engine for `url`, SQLite or PostgreSQL, set up for a concurrent server."""
     if not url.startswith("sqlite"):
+        # pool_pre_ping: a connection the server dropped (restart, failover) is
+        # replaced before a request gets it, instead of failing that request.
         return create_engine(url, pool_pre_ping=True)
 
     # One connection per request thread: FastAPI runs `def` routes in a
@@ -45,10 +73,6 @@ def create_db_engine(url: str) -> Engine:
             f"busy_timeout={busy_ms}",  # wait for the write lock instead of failing
         ):
             dbapi_connection.execute(f"PRAGMA {pragma}")
-        # SQLite's lower() only knows ASCII; search needs all of Unicode.
-        dbapi_connection.create_function(
-            "fold", 1, lambda text: fold(text) if text else text, deterministic=True
-        )
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Connection) -> None:
@@ -66,7 +90,8 @@ engine = create_db_engine(settings.DATABASE_URL)
 
 
 def open_session(bind: Engine, *, write: bool) -> Session:
-    """A session; one meant for writing locks SQLite when its transaction begins."""
+    """A session; one meant for writing locks SQLite when its transaction begins
+    (PostgreSQL needs no such thing: it locks the rows a transaction writes)."""
     if write:
         bind = bind.execution_options(sqlite_begin="IMMEDIATE")
     # Objects stay readable after commit, so a handler can build its response
@@ -85,45 +110,87 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def add_user_active_column(connection: Connection) -> None:
-    """Add `user.active` to a database created before it existed.
+# --- Migrations --------------------------------------------------------------
 
-    A bridge until the project has migrations: create_all() makes missing
-    tables but never alters existing ones. Once a migration adds this column,
-    remove this function.
-    """
-    columns = {column["name"] for column in inspect(connection).get_columns("user")}
-    if "active" not in columns:
-        # Existing users stay active (the column's server default).
-        active = SQLModel.metadata.tables["user"].c.active
-        column = CreateColumn(active).compile(dialect=connection.dialect)
-        connection.exec_driver_sql(f'ALTER TABLE "user" ADD COLUMN {column}')
+
+@contextmanager
+def migration_lock(bind: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that no other process can be migrating
+    in at the same time: workers and replicas starting together take turns,
+    and the ones after the first find nothing left to do."""
+    if is_sqlite(bind):
+        # SQLite: the write lock, held for the whole transaction (DDL included),
+        # waited for longer than a request would: another process may be
+        # migrating a large database.
+        with bind.execution_options(sqlite_begin="IMMEDIATE").connect() as connection:
+            _sqlite_busy_timeout(connection, MIGRATION_WAIT_SECONDS)
+            try:
+                with connection.begin():
+                    yield connection
+            finally:
+                _sqlite_busy_timeout(connection, settings.SQLITE_BUSY_TIMEOUT_SECONDS)
+    else:
+        # PostgreSQL: an advisory lock, released when the transaction ends.
+        with bind.connect() as connection, connection.begin():
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_ID)))
+            yield connection
+
+
+def _sqlite_busy_timeout(connection: Connection, seconds: float) -> None:
+    # On the driver's connection: through SQLAlchemy, it would begin a transaction.
+    connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+        f"PRAGMA busy_timeout={int(seconds * 1000)}"
+    )
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's settings; alembic/env.py migrates through `connection` if given."""
+    config = Config(ALEMBIC_INI)
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(connection: Connection) -> None:
+    """Bring the schema up to date: create it on an empty database, upgrade an
+    older one. Call it inside `migration_lock`: all of it is one transaction,
+    so a failed migration leaves nothing half-done."""
+    config = alembic_config(connection)
+    tables = inspect(connection).get_table_names()
+    if "message" in tables and "alembic_version" not in tables:
+        # Made by a MessageApp from before migrations (tables created
+        # directly): its schema is the first migration's.
+        command.stamp(config, FIRST_REVISION)
+    command.upgrade(config, "head")
 
 
 def init_db(bind: Engine) -> None:
-    """Create missing tables, the `general` channel, and apply ADMIN_USERNAMES
-    (roles, and reactivating the admins listed)."""
-    # Under the write lock, so workers starting together take turns.
-    with bind.execution_options(sqlite_begin="IMMEDIATE").begin() as connection:
-        SQLModel.metadata.create_all(connection)
-        add_user_active_column(connection)
-    with open_session(bind, write=True) as session:
-        general = session.exec(
-            select(Conversation).where(Conversation.channel_key == GENERAL_CHANNEL)
-        ).first()
-        if general is None:
-            session.add(
-                Conversation(
-                    kind=ConversationKind.channel,
-                    title=GENERAL_CHANNEL,
-                    channel_key=GENERAL_CHANNEL,
-                )
+    """Migrate, create the `general` channel, and apply ADMIN_USERNAMES (roles,
+    and reactivating the admins listed): all under the migration lock, so
+    processes starting together take turns."""
+    with migration_lock(bind) as connection:
+        migrate(connection)
+        # Joins the lock's transaction, which commits when the block ends.
+        with Session(connection) as session:
+            _set_up_data(session)
+
+
+def _set_up_data(session: Session) -> None:
+    general = session.exec(
+        select(Conversation).where(Conversation.channel_key == GENERAL_CHANNEL)
+    ).first()
+    if general is None:
+        session.add(
+            Conversation(
+                kind=ConversationKind.channel,
+                title=GENERAL_CHANNEL,
+                channel_key=GENERAL_CHANNEL,
             )
-        # A name removed from ADMIN_USERNAMES is a member again after a restart.
-        # A listed admin is active again: an operator locked out by another
-        # admin lists themselves and restarts.
-        admins = settings.admin_usernames
-        is_admin = func.lower(User.username).in_(admins)
-        session.exec(update(User).where(is_admin).values(role=Role.admin, active=True))
-        session.exec(update(User).where(~is_admin).values(role=Role.member))
-        session.commit()
+        )
+    # A name removed from ADMIN_USERNAMES is a member again after a restart.
+    # A listed admin is active again: an operator locked out by another
+    # admin lists themselves and restarts.
+    admins = settings.admin_usernames
+    is_admin = func.lower(User.username).in_(admins)
+    session.exec(update(User).where(is_admin).values(role=Role.admin, active=True))
+    session.exec(update(User).where(~is_admin).values(role=Role.member))
+    session.flush()

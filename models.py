@@ -200,6 +200,9 @@ class Message(MessageBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     edited_at: datetime | None = None
     deleted: bool = False
+    # The content as search compares it (db.fold: case-folded, normalized),
+    # kept beside it so each database can index it (migration 0002).
+    search_text: str | None = None
 
 
 class MessageCreate(MessageBase):

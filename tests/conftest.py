@@ -1,4 +1,5 @@
-"""Fixtures: a fresh SQLite file per test, and a TestClient wired to it."""
+"""Fixtures: a fresh database per test (SQLite, or PostgreSQL: see
+tests/database.py), and a TestClient wired to it."""
 
 import os
 import tempfile
@@ -17,17 +18,41 @@ from sqlalchemy import Engine  # noqa: E402
 
 import db  # noqa: E402
 from main import app  # noqa: E402
-from tests.server import Server  # noqa: E402
+from tests import database  # noqa: E402
+from tests.server import REDIS_URL, Server, unique_channel  # noqa: E402
+
+
+def pytest_sessionfinish() -> None:
+    database.drop_postgres_database()
+
+
+@pytest.fixture(autouse=True)
+def fresh_postgres() -> None:
+    """On PostgreSQL, every test (and every server it starts) begins on empty tables."""
+    if database.POSTGRES:
+        database.empty_postgres()
+
+
+@pytest.fixture(scope="session")
+def template_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("template")
 
 
 @pytest.fixture
-def engine(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    """A real SQLite file with the production pragmas (WAL, foreign keys, busy timeout).
+def engine(
+    tmp_path: Path, template_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Engine]:
+    """A fresh database: a SQLite file with the production pragmas (WAL,
+    foreign keys, busy timeout), or this run's PostgreSQL database, emptied.
 
     It replaces the app's one engine for the test, so the routes, the
     WebSocket handshake and the real-time hub all use it.
     """
-    engine = db.create_db_engine(f"sqlite:///{tmp_path}/test.db")
+    if database.POSTGRES:
+        url = database.postgres_url()
+    else:
+        url = database.sqlite_copy(tmp_path / "test.db", template_folder)
+    engine = db.create_db_engine(url)
     db.init_db(engine)
     monkeypatch.setattr(db, "engine", engine)
     yield engine
@@ -47,3 +72,20 @@ def server(tmp_path: Path) -> Iterator[Server]:
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture
+def two_servers(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    """Two processes on one database and one Redis channel, as two replicas."""
+    channel = unique_channel()
+    servers = (
+        Server(tmp_path / "data", REDIS_URL=REDIS_URL, REDIS_CHANNEL=channel),
+        Server(tmp_path / "data", REDIS_URL=REDIS_URL, REDIS_CHANNEL=channel),
+    )
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.kill()

@@ -1,22 +1,36 @@
 """A real uvicorn process on a loopback port, for tests that need the real thing."""
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests import database
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
+# Tests of several processes sharing Redis run when this is set (.ci/run sets it).
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+needs_redis = pytest.mark.skipif(not REDIS_URL, reason="set TEST_REDIS_URL to run")
 
 
 class Server:
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, **env: str) -> None:
         self.data_dir = data_dir
+        self.args = args  # more uvicorn options, e.g. "--workers", "2"
         self.env = env  # settings for this server, e.g. REDIS_URL
         self.process: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{id(self)}.log"
@@ -29,10 +43,13 @@ class Server:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL")}
         env["DATA_DIR"] = str(self.data_dir)
+        if database.POSTGRES:
+            env["DATABASE_URL"] = database.postgres_url()
         env.update(self.env)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port)],
+            [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port), *self.args],
             cwd=ROOT,
+            start_new_session=True,  # its own process group, workers included (see kill)
             env=env,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
@@ -55,9 +72,13 @@ class Server:
         assert "Application shutdown complete" in self.log.read_text()
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        if self.process is None:
+            return
+        try:  # the whole group: with --workers, the worker processes too
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # gone already
+        self.process.wait()
 
     def user(self, username: str) -> dict[str, str]:
         """Sign `username` up (if new) and log in: headers carrying the token."""
@@ -66,3 +87,53 @@ class Server:
             token = http.post("/token", data={"username": username, "password": PASSWORD})
             assert token.status_code == 200, token.text
         return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+def unique_channel() -> str:
+    """A Redis channel of its own: test runs sharing one Redis stay apart."""
+    return f"messageapp-test:{uuid.uuid4().hex}"
+
+
+# --- Talking to it -------------------------------------------------------------
+
+Headers = dict[str, str]
+
+
+def token_of(headers: Headers) -> str:
+    return headers["Authorization"].removeprefix("Bearer ")
+
+
+@contextmanager
+def open_socket(server: Server, headers: Headers) -> Iterator[ClientConnection]:
+    with connect(server.ws_url) as ws:
+        ws.send(json.dumps({"type": "auth", "token": token_of(headers)}))
+        assert json.loads(ws.recv(timeout=5))["type"] == "ready"
+        yield ws
+
+
+def next_event(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def close_code(ws: ClientConnection, timeout: float = 10) -> int | None:
+    """Read until the server closes the socket; its close code."""
+    deadline = time.monotonic() + timeout
+    with pytest.raises(ConnectionClosed) as closed:
+        while time.monotonic() < deadline:
+            ws.recv(timeout=deadline - time.monotonic())
+    return closed.value.rcvd.code if closed.value.rcvd else None
+
+
+def group(http: httpx.Client, owner: Headers, *members: str) -> int:
+    body = {"kind": "group", "title": "team", "members": list(members)}
+    response = http.post("/conversations", json=body, headers=owner)
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def post(http: httpx.Client, headers: Headers, conversation_id: int, content: str) -> int:
+    response = http.post(
+        f"/conversations/{conversation_id}/messages", json={"content": content}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])

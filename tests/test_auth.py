@@ -11,10 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from jose import jwt
 from sqlalchemy import Engine, text
+from sqlmodel import Session, select
 
 import auth
 from config import settings
-from models import User
+from models import LoginFailure, User
 from tests.helpers import PASSWORD, WRONG_CREDENTIALS, bearer, login, new_user, signup
 
 
@@ -284,14 +285,10 @@ def test_login_limit_ends_when_window_passes(client: TestClient, engine: Engine)
     signup(client, "alice")
     _fail_logins(client, "alice", settings.LOGIN_MAX_FAILURES)
     window = timedelta(seconds=settings.LOGIN_FAILURE_WINDOW_SECONDS + 1)
-    with engine.begin() as connection:  # let the clock run: age every failure
-        rows = connection.execute(text("SELECT id, failed_at FROM loginfailure")).all()
-        for row_id, failed_at in rows:
-            aged = datetime.fromisoformat(failed_at) - window
-            connection.execute(
-                text("UPDATE loginfailure SET failed_at = :t WHERE id = :id"),
-                {"t": aged.isoformat(sep=" "), "id": row_id},
-            )
+    with Session(engine) as session:  # let the clock run: age every failure
+        for failure in session.exec(select(LoginFailure)):
+            failure.failed_at -= window
+        session.commit()
     assert login(client, "alice")
 
 

@@ -456,3 +456,19 @@ def test_third_user_sees_nothing(client: TestClient) -> None:
         assert "between us" not in response.text
     assert all(c["id"] != direct for c in checks[0].json())
     assert checks[-1].json() == []
+
+
+def test_search_messages_short_and_quoted_queries(client: TestClient) -> None:
+    """Under 3 characters, trigram indexes cannot help: such queries are
+    answered without them, with the same results."""
+    alice, _, _, direct = _direct(client)
+    for text in ("box", "xylophone", "Straße", 'she said "hi" twice', "tax"):
+        send(client, alice, direct, text)
+    assert _search(client, alice, q="x") == ["tax", "xylophone", "box"]
+    assert _search(client, alice, q="ß") == ["Straße"]  # folds to "ss"
+    assert _search(client, alice, q="SS") == ["Straße"]
+    assert _search(client, alice, q="ax") == ["tax"]
+    assert _search(client, alice, q="tax") == ["tax"]
+    assert _search(client, alice, q='"hi"') == ['she said "hi" twice']
+    assert _search(client, alice, q='d "h') == ['she said "hi" twice']
+    assert _search(client, alice, q="xyz") == []

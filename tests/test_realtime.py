@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, update
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
@@ -518,7 +518,7 @@ def test_ws_revocation_during_handshake_is_not_missed(
     def password_changes_meanwhile(token: str) -> Any:
         found = check_token(token)
         with engine.begin() as connection:  # what PUT /users/me/password commits
-            connection.execute(text("UPDATE user SET token_version = token_version + 1"))
+            connection.execute(update(User).values(token_version=User.token_version + 1))
         return found
 
     monkeypatch.setattr(realtime, "_authenticate", password_changes_meanwhile)

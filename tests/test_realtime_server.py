@@ -6,60 +6,27 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx2 as httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.server import Server
-
-Headers = dict[str, str]
-
-
-def token_of(headers: Headers) -> str:
-    return headers["Authorization"].removeprefix("Bearer ")
-
-
-@contextmanager
-def open_socket(server: Server, headers: Headers) -> Iterator[ClientConnection]:
-    with connect(server.ws_url) as ws:
-        ws.send(json.dumps({"type": "auth", "token": token_of(headers)}))
-        assert json.loads(ws.recv(timeout=5))["type"] == "ready"
-        yield ws
-
-
-def next_event(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
-    return json.loads(ws.recv(timeout=timeout))
-
-
-def close_code(ws: ClientConnection, timeout: float = 10) -> int | None:
-    """Read until the server closes the socket; its close code."""
-    deadline = time.monotonic() + timeout
-    with pytest.raises(ConnectionClosed) as closed:
-        while time.monotonic() < deadline:
-            ws.recv(timeout=deadline - time.monotonic())
-    return closed.value.rcvd.code if closed.value.rcvd else None
-
-
-def group(http: httpx.Client, owner: Headers, *members: str) -> int:
-    body = {"kind": "group", "title": "team", "members": list(members)}
-    response = http.post("/conversations", json=body, headers=owner)
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
-
-
-def post(http: httpx.Client, headers: Headers, conversation_id: int, content: str) -> int:
-    response = http.post(
-        f"/conversations/{conversation_id}/messages", json={"content": content}, headers=headers
-    )
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
+from tests.server import (
+    REDIS_URL,
+    Server,
+    close_code,
+    group,
+    needs_redis,
+    next_event,
+    open_socket,
+    post,
+    token_of,
+    unique_channel,
+)
 
 
 def test_live_message_between_two_users(server: Server) -> None:
@@ -227,23 +194,6 @@ def test_sigterm_closes_sockets_and_stops_promptly(server: Server) -> None:
 
 # --- Several processes through Redis -----------------------------------------
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
-needs_redis = pytest.mark.skipif(not REDIS_URL, reason="set TEST_REDIS_URL to run")
-
-
-@pytest.fixture
-def two_servers(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    """Two processes on one database and one Redis channel, as two replicas."""
-    channel = f"messageapp-test:{uuid.uuid4().hex}"  # runs sharing Redis stay apart
-    servers = tuple(
-        Server(tmp_path / "data", REDIS_URL=REDIS_URL, REDIS_CHANNEL=channel) for _ in range(2)
-    )
-    for server in servers:
-        server.start()
-    yield servers  # type: ignore[misc]
-    for server in servers:
-        server.kill()
-
 
 @needs_redis
 def test_redis_event_reaches_a_socket_on_another_process(
@@ -326,7 +276,7 @@ def test_redis_listener_notices_a_silent_cut_and_clients_catch_up(tmp_path: Path
     reconnect and catch up; afterwards events flow again."""
     host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
     proxy = FreezingProxy((host, int(port)))
-    channel = f"messageapp-test:{uuid.uuid4().hex}"
+    channel = unique_channel()
     one = Server(
         tmp_path / "data",
         REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0",

@@ -1,0 +1,241 @@
+"""Migrations: the first one is the schema from before migrations, a
+database from that time is upgraded without losing anything, the last one
+matches the models, and processes starting together migrate once."""
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection, Engine, inspect, text
+from sqlmodel import SQLModel
+
+import auth
+import db
+from main import app
+from tests import database
+from tests.helpers import PASSWORD, bearer, history, login, send
+from tests.server import ROOT
+
+# SQLite's reflection cannot read the lower(username) index; schema_of
+# compares SQLite's own CREATE statements instead, which include it.
+pytestmark = pytest.mark.filterwarnings("ignore:.*expression-based index")
+
+LEGACY_SCHEMA = Path(__file__).parent / "legacy_schema"
+HEAD = ScriptDirectory.from_config(db.alembic_config()).get_current_head()
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a new database with no tables at all."""
+    with database.scratch_url(tmp_path) as url:
+        engine = db.create_db_engine(url)
+        yield engine
+        engine.dispose()
+
+
+def create_legacy_schema(engine: Engine) -> None:
+    """The tables as MessageApp made them before it had migrations."""
+    ddl = (LEGACY_SCHEMA / f"{engine.dialect.name}.sql").read_text()
+    statements = [s for s in ddl.split(";") if s.strip().removeprefix("--").strip()]
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+
+
+def upgrade(engine: Engine, revision: str) -> None:
+    with db.migration_lock(engine) as connection:
+        command.upgrade(db.alembic_config(connection), revision)
+
+
+def schema_of(engine: Engine) -> dict[str, Any]:
+    """Every table, column, constraint and index, as the database describes them."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            # SQLite keeps each object's CREATE statement: compare those.
+            rows = connection.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL"
+                " AND name NOT IN ('alembic_version', 'sqlite_sequence')"
+            )
+            return {name: " ".join(sql.split()) for name, sql in rows}
+        inspector = inspect(connection)
+        tables = set(inspector.get_table_names()) - {"alembic_version"}
+        schema: dict[str, Any] = {
+            table: {
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], c.get("default"))
+                    for c in inspector.get_columns(table)
+                ],
+                "primary_key": inspector.get_pk_constraint(table),
+                "foreign_keys": inspector.get_foreign_keys(table),
+                "unique": inspector.get_unique_constraints(table),
+            }
+            for table in sorted(tables)
+        }
+        indexes = connection.exec_driver_sql(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+            " AND tablename != 'alembic_version'"
+        )
+        schema["indexes"] = dict(indexes.all())
+        return schema
+
+
+def test_first_migration_is_the_schema_from_before_migrations(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    with database.scratch_url(tmp_path / "old") as old_url:
+        old = db.create_db_engine(old_url)
+        create_legacy_schema(old)
+        expected = schema_of(old)
+        assert "message" in expected
+        old.dispose()
+    with database.scratch_url(tmp_path) as url:
+        migrated = db.create_db_engine(url)
+        upgrade(migrated, db.FIRST_REVISION)
+        assert schema_of(migrated) == expected
+        migrated.dispose()
+
+
+def test_migrations_build_what_the_models_describe(scratch: Engine) -> None:
+    upgrade(scratch, "head")
+
+    def include(name: str | None, type_: str, _: object) -> bool:
+        # The search indexes are the migrations' alone (see 0002).
+        return not (name or "").startswith(("message_search", "ix_message_search_text"))
+
+    with scratch.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"include_name": include})
+        assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_downgrade_to_the_start_and_up_again(scratch: Engine) -> None:
+    upgrade(scratch, "head")
+    with db.migration_lock(scratch) as connection:
+        command.downgrade(db.alembic_config(connection), "base")
+    with scratch.connect() as connection:
+        assert set(inspect(connection).get_table_names()) <= {"alembic_version"}
+    upgrade(scratch, "head")
+
+
+def _count_rows(connection: Connection) -> dict[str, int]:
+    return {
+        table.name: connection.execute(text(f'SELECT count(*) FROM "{table.name}"')).scalar_one()
+        for table in SQLModel.metadata.sorted_tables
+    }
+
+
+def test_database_from_before_migrations_is_upgraded_with_its_data(
+    scratch: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tables made by create_all, full of data, and no alembic_version: the
+    app recognises the schema, marks it as 0001, upgrades it, loses nothing."""
+    create_legacy_schema(scratch)
+    now = datetime.now(UTC)
+    rows: dict[str, list[dict[str, Any]]] = {
+        "user": [
+            {"id": 1, "username": "Alice", "hashed_password": auth.hash_password(PASSWORD)},
+            {"id": 2, "username": "bob", "hashed_password": auth.hash_password(PASSWORD)},
+        ],
+        "conversation": [
+            {"id": 1, "kind": "channel", "title": "general", "channel_key": "general"},
+            {"id": 2, "kind": "direct", "title": None, "direct_key": "1:2"},
+        ],
+        "membership": [
+            {"conversation_id": c, "user_id": u, "last_read_message_id": 0}
+            for c in (1, 2)
+            for u in (1, 2)
+        ],
+        "message": [
+            {"id": 1, "conversation_id": 2, "author_id": 1, "content": "Grüße aus MÜNCHEN"},
+            {"id": 2, "conversation_id": 2, "author_id": 2, "content": None, "deleted": True},
+            {"id": 3, "conversation_id": 2, "author_id": 2, "content": "ok", "client_id": "c-1"},
+            {"id": 4, "conversation_id": 1, "author_id": 1, "content": "hello, general"},
+        ],
+        "revokedtoken": [{"jti": "old-token", "expires_at": now + timedelta(hours=1)}],
+        "loginfailure": [{"id": 1, "username_key": "bob", "failed_at": now}],
+    }
+    defaults: dict[str, dict[str, Any]] = {
+        "user": {"display_name": None, "role": "member", "token_version": 0, "created_at": now},
+        "conversation": {"direct_key": None, "channel_key": None, "created_at": now},
+        "membership": {"joined_at": now},
+        "message": {"client_id": None, "created_at": now, "edited_at": None, "deleted": False},
+    }
+    with scratch.begin() as connection:
+        for table, table_rows in rows.items():
+            for row in table_rows:
+                row = defaults.get(table, {}) | row
+                columns = ", ".join(row)
+                values = ", ".join(f":{name}" for name in row)
+                connection.execute(
+                    text(f'INSERT INTO "{table}" ({columns}) VALUES ({values})'), row
+                )
+        if scratch.dialect.name == "postgresql":  # rows given ids by hand: move the sequences on
+            for table in ("user", "conversation", "message", "loginfailure"):
+                connection.execute(
+                    text(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'id'), 10)")
+                )
+        before = _count_rows(connection)
+
+    monkeypatch.setattr(db, "engine", scratch)
+    with TestClient(app) as client:  # starting the app migrates
+        with scratch.connect() as connection:
+            assert _count_rows(connection) == before
+            version = connection.execute(text("SELECT version_num FROM alembic_version"))
+            assert version.scalars().all() == [HEAD]
+
+        alice = bearer(login(client, "alice"))  # the stored hash still works
+        page = history(client, alice, 2)
+        assert [(m["id"], m["content"], m["deleted"]) for m in page] == [
+            (1, "Grüße aus MÜNCHEN", False),
+            (2, None, True),
+            (3, "ok", False),
+        ]
+        # Old messages are in the new search index.
+        found = client.get("/search/messages", params={"q": "münchen"}, headers=alice).json()
+        assert [m["id"] for m in found] == [1]
+        # A retry of an old client_id still finds the old message.
+        bob = bearer(login(client, "bob"))
+        retry = client.post(
+            "/conversations/2/messages", json={"content": "ok", "client_id": "c-1"}, headers=bob
+        )
+        assert (retry.status_code, retry.json()["id"]) == (200, 3)
+        new = send(client, alice, 2, "after the upgrade")
+        assert new["id"] > 4
+        found = client.get("/search/messages", params={"q": "UPGRADE"}, headers=alice).json()
+        assert [m["id"] for m in found] == [new["id"]]
+        general = client.get("/channels", headers=alice).json()
+        assert [c["id"] for c in general] == [1]  # not a second `general`
+
+
+def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
+    """Four processes start on an empty database at the same moment (as the
+    workers and replicas of a deployment do): one migrates, the others wait
+    for it and find nothing left to do."""
+    with database.scratch_url(tmp_path) as url:
+        env = {"DATABASE_URL": url, "DATA_DIR": str(tmp_path / "data")}
+        starts = [
+            subprocess.Popen(
+                [sys.executable, "-c", "import db; db.init_db(db.engine)"],
+                cwd=ROOT,
+                env=env | {"PATH": "/usr/bin:/bin"},
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(4)
+        ]
+        for start in starts:
+            _, errors = start.communicate(timeout=120)
+            assert start.returncode == 0, errors.decode()
+        engine = db.create_db_engine(url)
+        with engine.connect() as connection:
+            versions = connection.execute(text("SELECT version_num FROM alembic_version"))
+            assert versions.scalars().all() == [HEAD]
+            channels = connection.execute(text("SELECT title FROM conversation"))
+            assert channels.scalars().all() == ["general"]
+        engine.dispose()
