@@ -1,5 +1,6 @@
 # MessageApp: docker build -t messageapp . && docker run -p 8000:8000 -v messageapp-data:/data messageapp
 # No configuration needed: SQLite and the generated token key live in the /data volume.
+# Several replicas: DATABASE_URL (PostgreSQL) and REDIS_URL (README, "Scaling").
 # Every setting comes from the environment (README, "Configuration" and "Deploy").
 
 # ---- builder: the pinned dependencies in a venv; only the venv leaves this stage
@@ -48,6 +49,8 @@ COPY --from=builder /opt/venv /opt/venv
 # .dockerignore keeps tests, data and tools out of the build context.
 WORKDIR /app
 COPY static/ static/
+COPY alembic.ini ./
+COPY alembic/ alembic/
 COPY *.py ./
 
 USER 10001:10001

@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck check bench screenshots clean
+.PHONY: run test lint typecheck check bench bench-http screenshots clean
 
 # --ws-per-message-deflate false: see README, "Fan-out benchmark".
 run: $(VENV)/.run-deps  ## Start the service on http://$(HOST):$(PORT) (SQLite in ./data)
@@ -31,6 +31,9 @@ bench: $(VENV)/.dev-deps  ## WebSocket fan-out: 1,000 sockets, POST to arrival, 
 screenshots: $(VENV)/.dev-deps  ## Retake the web client's screenshots in docs/ (needs /usr/bin/chromium)
 	mkdir -p docs
 	SCREENSHOTS_DIR=$(CURDIR)/docs $(BIN)/pytest -q tests/test_web.py -k screenshots
+
+bench-http: $(VENV)/.dev-deps  ## HTTP req/s, p50, p99 on PostgreSQL with 1 and 2 workers (needs wrk)
+	$(BIN)/python bench/http_throughput.py
 
 clean:  ## Remove the virtualenv and caches (keeps ./data)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

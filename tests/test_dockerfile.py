@@ -185,6 +185,7 @@ def test_start_uvicorn_in_exec_form(final_stage: list[Instruction]) -> None:
         "__pycache__/main.cpython-311.pyc",
         "static/__pycache__/x.pyc",
         "static/messageapp.db-wal",
+        "alembic/__pycache__/env.cpython-311.pyc",
     ],
 )
 def test_ignore_what_the_image_must_not_hold(path: str) -> None:
@@ -192,7 +193,16 @@ def test_ignore_what_the_image_must_not_hold(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["requirements.txt", "main.py", "realtime.py", "static/index.html"]
+    "path",
+    [
+        "requirements.txt",
+        "main.py",
+        "realtime.py",
+        "static/index.html",
+        "alembic.ini",
+        "alembic/env.py",
+        "alembic/versions/0001_initial_schema.py",
+    ],
 )
 def test_send_what_the_image_needs(path: str) -> None:
     """Every top-level module, one added later too, reaches the image unasked."""
