@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Strict, StringConstraints, model_validator
-from sqlalchemy import Index, String, UniqueConstraint, text, true
+from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint, text, true
 from sqlmodel import Field, SQLModel
 
 
@@ -44,6 +44,9 @@ ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MAX_GROUP_MEMBERS = 100
 # Ids fit SQL's BIGINT; a larger number would overflow the database driver.
 MAX_ID = 2**63 - 1
+# Id columns: 64-bit on PostgreSQL (migration 0003). SQLite's INTEGER is 64-bit
+# already, and a primary key must be spelled INTEGER there to stay the rowid.
+ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Role(StrEnum):
@@ -77,7 +80,7 @@ class User(UserBase, table=True):
     # Unique ignoring case: "Alice" blocks "alice", but is stored as typed.
     __table_args__ = (Index("ix_user_username_lower", text("lower(username)"), unique=True),)
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     hashed_password: str
     role: Role = Field(default=Role.member, sa_type=String(16))
     # False once an admin deactivates the account: no login, no token works.
@@ -170,7 +173,7 @@ class RevokedToken(SQLModel, table=True):
 class LoginFailure(SQLModel, table=True):
     """One row per failed login, for the failed-login limit."""
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     username_key: str = Field(index=True)  # the username tried, lower-cased
     failed_at: datetime = Field(default_factory=utcnow, index=True)
 
@@ -193,9 +196,9 @@ class Message(MessageBase, table=True):
         {"sqlite_autoincrement": True},
     )
 
-    id: int | None = Field(default=None, primary_key=True)
-    conversation_id: int = Field(foreign_key="conversation.id")
-    author_id: int = Field(foreign_key="user.id")
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    conversation_id: int = Field(foreign_key="conversation.id", sa_type=ID)
+    author_id: int = Field(foreign_key="user.id", sa_type=ID)
     content: str | None = Field(default=None, max_length=4000)  # None once deleted
     created_at: datetime = Field(default_factory=utcnow)
     edited_at: datetime | None = None
@@ -232,7 +235,7 @@ class ConversationBase(SQLModel):
 
 
 class Conversation(ConversationBase, table=True):
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     kind: ConversationKind = Field(sa_type=String(16))
     created_at: datetime = Field(default_factory=utcnow)
     # These two turn the contract's uniqueness rules into database constraints
@@ -260,12 +263,14 @@ class ConversationCreate(ConversationBase):
 
 class Membership(SQLModel, table=True):
     conversation_id: int | None = Field(
-        default=None, foreign_key="conversation.id", primary_key=True
+        default=None, foreign_key="conversation.id", primary_key=True, sa_type=ID
     )
-    user_id: int | None = Field(default=None, foreign_key="user.id", primary_key=True, index=True)
+    user_id: int | None = Field(
+        default=None, foreign_key="user.id", primary_key=True, index=True, sa_type=ID
+    )
     joined_at: datetime = Field(default_factory=utcnow)
     # The read marker: the newest message id this member has seen.
-    last_read_message_id: int = 0
+    last_read_message_id: int = Field(default=0, sa_type=ID)
 
 
 class ConversationPublic(ConversationBase):

@@ -472,3 +472,21 @@ def test_search_messages_short_and_quoted_queries(client: TestClient) -> None:
     assert _search(client, alice, q='"hi"') == ['she said "hi" twice']
     assert _search(client, alice, q='d "h') == ['she said "hi" twice']
     assert _search(client, alice, q="xyz") == []
+
+
+def test_largest_ids_are_not_found_on_either_database(client: TestClient) -> None:
+    """Ids up to 2**63 - 1 are accepted, and compare correctly with the
+    database's own (PostgreSQL's are 32-bit integers)."""
+    alice, _, _, direct = _direct(client)
+    send(client, alice, direct, "hi")
+    big = 2**63 - 1
+    assert client.get(f"/messages/{big}", headers=alice).status_code == 404
+    assert client.get(f"/conversations/{big}", headers=alice).status_code == 404
+    assert [m["content"] for m in history(client, alice, direct, before=big)] == ["hi"]
+    assert history(client, alice, direct, after=big) == []
+    read = client.post(f"/conversations/{direct}/read", json={"message_id": big}, headers=alice)
+    assert read.status_code == 422  # not a message of this conversation
+    found = client.get(
+        "/search/messages", params={"q": "hi", "conversation_id": big}, headers=alice
+    )
+    assert found.json() == []
