@@ -131,12 +131,21 @@ def _count_rows(connection: Connection) -> dict[str, int]:
     }
 
 
+@pytest.mark.parametrize("with_active", [False, True], ids=["before-roles", "after-roles"])
 def test_database_from_before_migrations_is_upgraded_with_its_data(
-    scratch: Engine, monkeypatch: pytest.MonkeyPatch
+    scratch: Engine, monkeypatch: pytest.MonkeyPatch, with_active: bool
 ) -> None:
     """Tables made by create_all, full of data, and no alembic_version: the
-    app recognises the schema, marks it as 0001, upgrades it, loses nothing."""
+    app recognises the schema, marks it as 0001, upgrades it, loses nothing.
+    Both kinds of such databases: from before roles and scopes, and from
+    after (when the code of the time had added `user.active`)."""
     create_legacy_schema(scratch)
+    if with_active:
+        default = "1" if scratch.dialect.name == "sqlite" else "true"
+        with scratch.begin() as connection:
+            connection.exec_driver_sql(
+                f'ALTER TABLE "user" ADD COLUMN active BOOLEAN DEFAULT {default} NOT NULL'
+            )
     now = datetime.now(UTC)
     rows: dict[str, list[dict[str, Any]]] = {
         "user": [
