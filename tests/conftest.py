@@ -27,9 +27,11 @@ def pytest_sessionfinish() -> None:
 
 
 @pytest.fixture(autouse=True)
-def fresh_postgres() -> None:
-    """On PostgreSQL, every test (and every server it starts) begins on empty tables."""
-    if database.POSTGRES:
+def fresh_postgres(request: pytest.FixtureRequest) -> None:
+    """On PostgreSQL, every test (and every server it starts) begins on empty
+    tables; but for the browser tests, which share one server per module and
+    tell their data apart by username."""
+    if database.POSTGRES and "web" not in request.fixturenames:
         database.empty_postgres()
 
 
