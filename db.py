@@ -1,12 +1,15 @@
 """The database engine, the per-request session, and start-up set-up."""
 
 import sqlite3
+import threading
 import unicodedata
+from collections import deque
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import Connection, Engine, event, func, inspect, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.schema import CreateColumn
 from sqlmodel import Session, SQLModel, create_engine, select
 
@@ -22,6 +25,44 @@ def fold(text: str) -> str:
     language (MÜNCHEN and München match) and Unicode-normalized (é typed as
     one or as two code points match)."""
     return unicodedata.normalize("NFKC", text.casefold())
+
+
+class FairLock:
+    """A lock handed to waiting threads in the order they asked for it.
+
+    SQLite's own wait for its write lock is a sleep-and-retry loop: under many
+    writers a newcomer often wins over one that has waited for seconds, and
+    that one ends with "database is locked" (here a 503). Writers of one
+    process queue here first, first come first served, so only one of them at
+    a time asks SQLite (which still arbitrates between processes).
+    """
+
+    def __init__(self) -> None:
+        self.mutex = threading.Lock()
+        self.waiting: deque[threading.Event] = deque()
+        self.held = False
+
+    def acquire(self, timeout: float) -> bool:
+        turn = threading.Event()
+        with self.mutex:
+            if not self.held and not self.waiting:
+                self.held = True
+                return True
+            self.waiting.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self.mutex:
+            if turn.is_set():  # handed over just as the wait ran out: keep it
+                return True
+            self.waiting.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self.mutex:
+            if self.waiting:
+                self.waiting.popleft().set()  # held passes straight to the next
+            else:
+                self.held = False
 
 
 def create_db_engine(url: str) -> Engine:
@@ -50,14 +91,40 @@ def create_db_engine(url: str) -> Engine:
             "fold", 1, lambda text: fold(text) if text else text, deterministic=True
         )
 
+    writers = FairLock()
+
     @event.listens_for(engine, "begin")
     def on_begin(connection: Connection) -> None:
         # A transaction that reads and then writes can fail at once with
         # "database is locked" if another one wrote in between, and SQLite's
         # busy timeout does not help. Writers therefore take the write lock
-        # first (BEGIN IMMEDIATE) and wait their turn for it.
+        # first (BEGIN IMMEDIATE) and wait their turn for it, in line.
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if mode != "IMMEDIATE":
+            connection.exec_driver_sql(f"BEGIN {mode}")
+            return
+        if not writers.acquire(timeout=settings.SQLITE_BUSY_TIMEOUT_SECONDS):
+            locked = sqlite3.OperationalError("database is locked (waited in this process)")
+            raise OperationalError("BEGIN IMMEDIATE", None, locked)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            writers.release()
+            raise
+        connection.info["holds_write_lock"] = True
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def on_end(connection: Connection) -> None:
+        if connection.info.pop("holds_write_lock", False):
+            writers.release()
+
+    @event.listens_for(engine, "checkin")
+    def on_checkin(_: sqlite3.Connection, record: Any) -> None:
+        # A connection returned with its transaction never ended (the pool
+        # rolls it back): its place in line must not stay taken.
+        if record is not None and record.info.pop("holds_write_lock", False):
+            writers.release()
 
     return engine
 
