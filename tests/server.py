@@ -12,6 +12,14 @@ import httpx2 as httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery staple"
+# The flags `make run` and the Dockerfile give uvicorn (test_dockerfile.py
+# checks they agree): request deadlines and size caps, no WebSocket deflate.
+SERVER_FLAGS = [
+    "--http", "middleware:TimedH11Protocol",
+    "--h11-max-incomplete-event-size", "16384",
+    "--ws-max-size", "65536",
+    "--ws-per-message-deflate", "false",
+]  # fmt: skip
 
 
 class Server:
@@ -31,7 +39,7 @@ class Server:
         env["DATA_DIR"] = str(self.data_dir)
         env.update(self.env)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port)],
+            [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port), *SERVER_FLAGS],
             cwd=ROOT,
             env=env,
             stdout=self.log.open("ab"),
