@@ -2,7 +2,7 @@
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Settings are read when the app is imported, so set them first: the app's
@@ -10,6 +10,10 @@ from pathlib import Path
 os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="messageapp-test-")
 os.environ.pop("DATABASE_URL", None)
 os.environ.pop("SECRET_KEY", None)
+# Tests sign up and fail logins from one address far more than people do; the
+# per-address limits have tests of their own, which lower these.
+os.environ["SIGNUP_MAX_PER_IP"] = "1000000"
+os.environ["LOGIN_MAX_FAILURES_PER_IP"] = "1000000"
 
 import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
@@ -47,3 +51,20 @@ def server(tmp_path: Path) -> Iterator[Server]:
     server.start()
     yield server
     server.kill()
+
+
+# Figures that slow tests measure (inputs tried, crashes, latencies), printed
+# at the end of the run for the README's "Reliability" section.
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report() -> Callable[[str], None]:
+    return FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
