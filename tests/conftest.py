@@ -21,7 +21,7 @@ from sqlalchemy import Engine  # noqa: E402
 
 import db  # noqa: E402
 from main import app  # noqa: E402
-from tests.server import Server  # noqa: E402
+from tests.server import Server, running  # noqa: E402
 
 
 @pytest.fixture
@@ -47,10 +47,8 @@ def client(engine: Engine) -> Iterator[TestClient]:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """uvicorn in its own process, on a fresh DATA_DIR and a free loopback port."""
-    server = Server(tmp_path / "data")
-    server.start()
-    yield server
-    server.kill()
+    with running(tmp_path / "data") as server:
+        yield server
 
 
 # Figures that slow tests measure (inputs tried, crashes, latencies), printed

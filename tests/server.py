@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2 as httpx
@@ -74,3 +76,14 @@ class Server:
             token = http.post("/token", data={"username": username, "password": PASSWORD})
             assert token.status_code == 200, token.text
         return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+@contextmanager
+def running(data_dir: Path, **env: str) -> Iterator[Server]:
+    """A Server with these settings, started, and killed when done."""
+    server = Server(data_dir, **env)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -20,7 +20,7 @@ from websockets.sync.client import connect
 import realtime
 from config import settings
 from tests.helpers import general_id, history, new_user
-from tests.server import Server
+from tests.server import Server, running
 
 # --- Bodies ------------------------------------------------------------------
 
@@ -184,14 +184,12 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def strict_server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(
-        tmp_path / "data",
-        REQUEST_HEAD_TIMEOUT_SECONDS=str(TIMEOUT),
-        REQUEST_BODY_TIMEOUT_SECONDS=str(TIMEOUT),
-    )
-    server.start()
-    yield server
-    server.kill()
+    timeouts = {
+        "REQUEST_HEAD_TIMEOUT_SECONDS": str(TIMEOUT),
+        "REQUEST_BODY_TIMEOUT_SECONDS": str(TIMEOUT),
+    }
+    with running(tmp_path / "data", **timeouts) as server:
+        yield server
 
 
 def raw(server: Server) -> socket.socket:

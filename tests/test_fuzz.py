@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
 from main import app
-from tests.server import Server
+from tests.server import Server, running
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +44,8 @@ REVOKING = {("POST", "/logout"), ("PUT", "/users/me/password")}
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("fuzz") / "data")
-    server.start()
-    yield server
-    server.kill()
+    with running(tmp_path_factory.mktemp("fuzz") / "data") as server:
+        yield server
     assert "Traceback" not in server.log.read_text()  # nothing failed unseen
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.server import Server
+from tests.server import Server, running
 
 pytestmark = pytest.mark.slow
 
@@ -112,10 +112,8 @@ def write_lock_held(database: Path) -> Iterator[None]:
 
 @pytest.fixture
 def impatient_server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "data", SQLITE_BUSY_TIMEOUT_SECONDS="0.5")
-    server.start()
-    yield server
-    server.kill()
+    with running(tmp_path / "data", SQLITE_BUSY_TIMEOUT_SECONDS="0.5") as server:
+        yield server
 
 
 def test_write_that_waits_too_long_is_503(

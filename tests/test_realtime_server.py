@@ -17,7 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.server import Server
+from tests.server import Server, running
 
 Headers = dict[str, str]
 
@@ -164,10 +164,8 @@ def _raw_websocket(server: Server, token: str) -> socket.socket:
 
 @pytest.fixture
 def small_queue_server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "data", WS_SEND_QUEUE="8")
-    server.start()
-    yield server
-    server.kill()
+    with running(tmp_path / "data", WS_SEND_QUEUE="8") as server:
+        yield server
 
 
 def test_stalled_client_does_not_delay_others(small_queue_server: Server) -> None:
