@@ -44,14 +44,16 @@ REVOKING = {("POST", "/logout"), ("PUT", "/users/me/password")}
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running(tmp_path_factory.mktemp("fuzz") / "data") as server:
+    # An admin, so the admin routes are fuzzed too, not only refused with 403.
+    data_dir = tmp_path_factory.mktemp("fuzz") / "data"
+    with running(data_dir, ADMIN_USERNAMES="fuzzer") as server:
         yield server
     assert "Traceback" not in server.log.read_text()  # nothing failed unseen
 
 
 @pytest.fixture(scope="module")
 def fuzz_user(fuzz_server: Server) -> dict[str, str]:
-    """A user with a few messages, in a group and a direct conversation, so
+    """An admin with a few messages, in a group and a direct conversation, so
     generated ids hit real rows as well as missing ones."""
     fuzz_server.user("bob")
     headers = fuzz_server.user("fuzzer")

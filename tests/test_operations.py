@@ -274,3 +274,11 @@ def test_ids_below_one_are_422(client: TestClient, url: str) -> None:
     """Found by Schemathesis: a huge negative id overflowed the driver (500)."""
     headers = new_user(client, "alice")
     assert client.get(url, headers=headers).status_code == 422
+
+
+def test_admin_message_id_below_one_is_422(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "ADMIN_USERNAMES", ["root"])
+    admin = new_user(client, "root")
+    assert client.delete(f"/admin/messages/{-(2**70)}", headers=admin).status_code == 422

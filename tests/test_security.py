@@ -32,8 +32,9 @@ def test_token_carries_no_secret_data(client: TestClient) -> None:
     header, payload, _ = token.split(".")
     assert b64_json(header) == {"alg": "HS256", "typ": "JWT"}
     claims = b64_json(payload)
-    # Ids, times and a version number only: readable by anyone holding the token.
-    assert set(claims) == {"sub", "iat", "exp", "jti", "ver"}
+    # Ids, times, a version number and the scopes: anyone holding the token can read them.
+    assert set(claims) == {"sub", "iat", "exp", "jti", "ver", "scope"}
+    assert claims["scope"] == "messages:read messages:write"
     assert claims["sub"] == str(user["id"])
     assert all(isinstance(claims[c], int) for c in ("iat", "exp", "ver"))
     assert re.fullmatch(r"[0-9a-f]{32}", claims["jti"])
