@@ -69,7 +69,7 @@ class BodySizeLimitMiddleware:
 # (say, through a message) does not run. frame-ancestors and X-Frame-Options
 # keep other sites from framing the pages (clickjacking).
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
