@@ -7,14 +7,28 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck check bench bench-http screenshots clean
+.PHONY: run test test-slow audit lint typecheck check bench bench-http screenshots clean
 
-# --ws-per-message-deflate false: see README, "Fan-out benchmark".
+# The same flags as the Dockerfile's CMD. --http middleware:TimedH11Protocol and
+# the size caps: see README, "Reliability"; no deflate: "Fan-out benchmark".
+UVICORN_FLAGS := --http middleware:TimedH11Protocol --h11-max-incomplete-event-size 16384 \
+	--ws-max-size 65536 --ws-per-message-deflate false
+
 run: $(VENV)/.run-deps  ## Start the service on http://$(HOST):$(PORT) (SQLite in ./data)
-	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT) --ws-per-message-deflate false
+	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
 
 test: $(VENV)/.dev-deps  ## Run the test suite
 	$(BIN)/pytest
+
+test-slow: $(VENV)/.dev-deps  ## Fuzzing, crash and overload tests (a few minutes; CI runs them)
+	$(BIN)/pytest -m slow
+
+# Known vulnerabilities in the pinned runtime packages. requirements.txt pins
+# every package, so no resolving (--no-deps); --strict fails when a package
+# could not be checked, rather than passing without checking it.
+audit: $(VENV)/.dev-deps  ## pip-audit over requirements.txt (needs the vulnerability service)
+	$(BIN)/pip-audit --requirement requirements.txt --no-deps --disable-pip --strict \
+		--progress-spinner off
 
 lint: $(VENV)/.dev-deps  ## Lint with ruff, and the Dockerfile with hadolint
 	$(BIN)/ruff check .

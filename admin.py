@@ -91,7 +91,7 @@ def activate_user(session: SessionDep, user: TargetUser) -> None:
 )
 def delete_message_admin(
     session: SessionDep,
-    message_id: Annotated[int, Path(le=MAX_ID, description="The message's id")],
+    message_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The message's id")],
     events: Events,
 ) -> None:
     """Delete a message in any conversation, as if its author had: the text

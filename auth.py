@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import uuid4
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Security, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, Security, status
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from jose import JWTError, jwt
 from passlib.context import CryptContext
@@ -18,6 +18,7 @@ from config import settings
 from db import SessionDep
 from hub import Events
 from models import (
+    ATTEMPT_LOGIN_FAILURE,
     LoginForm,
     Role,
     Scope,
@@ -278,6 +279,24 @@ def forbidden(reason: str) -> dict[int, str]:
 
 LoginFormDep = Annotated[LoginForm, Form()]
 
+
+def client_ip(request: Request) -> str:
+    """The client's address; behind a trusted proxy, uvicorn's --proxy-headers
+    has already put the address from X-Forwarded-For here."""
+    return request.client.host if request.client else "unknown"
+
+
+ClientIP = Annotated[str, Depends(client_ip)]
+
+
+def too_many(detail: str, retry_after: int) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=detail,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 router = APIRouter(tags=["auth"])
 
 
@@ -292,16 +311,19 @@ router = APIRouter(tags=["auth"])
             },
             model=TokenErrorDetail,
         ),
-        **error_responses({429: "Too many failed logins for this username; see Retry-After"}),
+        **error_responses(
+            {429: "Too many failed logins for this username or from your address; see Retry-After"}
+        ),
     },
 )
-def login(_: HashingSlot, session: SessionDep, form: LoginFormDep) -> Token:
+def login(_: HashingSlot, session: SessionDep, form: LoginFormDep, ip: ClientIP) -> Token:
     """Exchange a username (any case) and password for a bearer token.
 
     This is the OAuth2 password flow: the body is a form, not JSON, and the
     **Authorize** button of this page uses it. Send the token back as
     `Authorization: Bearer <access_token>`. After 10 failed logins for one
-    username within 5 minutes, this answers 429 until the window has passed.
+    username within 5 minutes, or 100 from one address, this answers 429
+    until the window has passed.
 
     `scope` (space-separated) asks for less than everything: `messages:read`
     gives a read-only token. Without it, the token gets every scope your role
@@ -314,11 +336,14 @@ def login(_: HashingSlot, session: SessionDep, form: LoginFormDep) -> Token:
     retry_after = crud.login_retry_after(session, username_key, now)
     if retry_after is not None:
         logger.warning("Login blocked for %r: too many failures", username_key)
-        raise HTTPException(
-            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-            detail="Too many failed logins; try again later",
-            headers={"Retry-After": str(retry_after)},
-        )
+        raise too_many("Too many failed logins; try again later", retry_after)
+    # Per address too, so trying one password on many usernames is stopped.
+    window = settings.LOGIN_FAILURE_WINDOW_SECONDS
+    limit = settings.LOGIN_MAX_FAILURES_PER_IP
+    retry_after = crud.attempt_retry_after(session, ATTEMPT_LOGIN_FAILURE, ip, now, limit, window)
+    if retry_after is not None:
+        logger.warning("Login blocked for %s: too many failures", ip)
+        raise too_many("Too many failed logins from your address; try again later", retry_after)
     user = crud.get_user_by_username(session, form.username)
     # End the transaction before the deliberately slow hash: a write request
     # holds SQLite's write lock while its transaction is open.
@@ -326,6 +351,8 @@ def login(_: HashingSlot, session: SessionDep, form: LoginFormDep) -> Token:
     hashed = user.hashed_password if user is not None else DUMMY_HASH
     if not verify_password(form.password, hashed) or user is None:
         crud.record_login_failure(session, username_key, now)
+        # Not cleared by a success: one good account must not reset the count.
+        crud.record_attempt(session, ATTEMPT_LOGIN_FAILURE, ip, now, window)
         logger.info("Failed login for %r", username_key)
         raise wrong_credentials("Incorrect username or password")
     crud.clear_login_failures(session, username_key)

@@ -32,9 +32,19 @@ class Settings(BaseSettings):
     # window answer 429 until the oldest of them leaves the window.
     LOGIN_MAX_FAILURES: int = Field(default=10, ge=1)
     LOGIN_FAILURE_WINDOW_SECONDS: int = Field(default=300, ge=1)
+    # The same for one client address, whatever usernames it tries: a
+    # password-spraying client is stopped too (a NAT or office shares one).
+    LOGIN_MAX_FAILURES_PER_IP: int = Field(default=100, ge=1)
+    # Sign-ups from one client address within the window; more answer 429.
+    SIGNUP_MAX_PER_IP: int = Field(default=20, ge=1)
+    SIGNUP_WINDOW_SECONDS: int = Field(default=3600, ge=1)
     # How many argon2 hashes one worker process runs at once (19 MiB each).
     HASH_CONCURRENCY: int = Field(default=2, ge=1)
     MAX_BODY_BYTES: int = Field(default=64 * 1024, ge=1)
+    # A client gets this long to send a request's line and headers, and at
+    # most this long between two pieces of its body; then it is cut off.
+    REQUEST_HEAD_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    REQUEST_BODY_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
     SQLITE_BUSY_TIMEOUT_SECONDS: float = Field(default=5.0, ge=0)
     # Empty: live events reach only this process's sockets (one worker). Set it
     # (redis://host:6379/0) to fan events out to every worker and replica.

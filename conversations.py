@@ -38,7 +38,7 @@ Offset = Annotated[int, Query(ge=0)]
 def get_conversation_access(
     session: SessionDep,
     user: AnyScopeUser,
-    conversation_id: Annotated[int, Path(le=MAX_ID, description="The conversation's id")],
+    conversation_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The conversation's id")],
 ) -> ConversationAccess:
     """The conversation in the path, if the caller may see it: a member sees
     it, and anyone signed in sees a channel. Anything else is 404, so a

@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from config import settings
 from db import GENERAL_CHANNEL, fold, is_sqlite
 from models import (
+    ClientAttempt,
     Conversation,
     ConversationKind,
     ConversationPublic,
@@ -128,6 +129,14 @@ def activate_user(session: Session, user: User) -> None:
 # --- Login limiting and token revocation -----------------------------------
 
 
+def _retry_after(recent: Sequence[datetime], limit: int, window_start: datetime) -> int | None:
+    """Seconds until the oldest of `limit` recent events (newest first) leaves
+    the window, or None if there are fewer than `limit`."""
+    if len(recent) < limit:
+        return None
+    return max(1, math.ceil((recent[limit - 1] - window_start).total_seconds()))
+
+
 def login_retry_after(session: Session, username_key: str, now: datetime) -> int | None:
     """Seconds until `username_key` may try to log in again, or None if it may now."""
     window_start = now - timedelta(seconds=settings.LOGIN_FAILURE_WINDOW_SECONDS)
@@ -140,10 +149,7 @@ def login_retry_after(session: Session, username_key: str, now: datetime) -> int
         .order_by(col(LoginFailure.failed_at).desc())
         .limit(settings.LOGIN_MAX_FAILURES)
     ).all()
-    if len(recent) < settings.LOGIN_MAX_FAILURES:
-        return None
-    # Blocked until the oldest of those failures leaves the window.
-    return max(1, math.ceil((recent[-1] - window_start).total_seconds()))
+    return _retry_after(recent, settings.LOGIN_MAX_FAILURES, window_start)
 
 
 def record_login_failure(session: Session, username_key: str, now: datetime) -> None:
@@ -155,6 +161,36 @@ def record_login_failure(session: Session, username_key: str, now: datetime) -> 
 
 def clear_login_failures(session: Session, username_key: str) -> None:
     session.exec(delete(LoginFailure).where(col(LoginFailure.username_key) == username_key))
+    session.commit()
+
+
+def attempt_retry_after(
+    session: Session, kind: str, client_ip: str, now: datetime, limit: int, window: int
+) -> int | None:
+    """Seconds until `client_ip` may make another attempt of this `kind`, or None."""
+    window_start = now - timedelta(seconds=window)
+    recent = session.exec(
+        select(ClientAttempt.at)
+        .where(
+            ClientAttempt.kind == kind,
+            ClientAttempt.client_ip == client_ip,
+            ClientAttempt.at > window_start,
+        )
+        .order_by(col(ClientAttempt.at).desc())
+        .limit(limit)
+    ).all()
+    return _retry_after(recent, limit, window_start)
+
+
+def record_attempt(session: Session, kind: str, client_ip: str, now: datetime, window: int) -> None:
+    """Count an attempt; rows of this kind that left the window are dropped."""
+    window_start = now - timedelta(seconds=window)
+    session.exec(
+        delete(ClientAttempt).where(
+            col(ClientAttempt.kind) == kind, col(ClientAttempt.at) <= window_start
+        )
+    )
+    session.add(ClientAttempt(kind=kind, client_ip=client_ip, at=now))
     session.commit()
 
 

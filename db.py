@@ -13,7 +13,10 @@ alembic/, which `init_db` applies at start on either database.
 """
 
 import sqlite3
+import threading
+import time
 import unicodedata
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +26,7 @@ from alembic import command
 from alembic.config import Config
 from fastapi import Depends, Request
 from sqlalchemy import Connection, Engine, event, func, inspect, update
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine, select
 
 from config import settings
@@ -50,6 +54,74 @@ def is_sqlite(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "sqlite"
 
 
+class FairLock:
+    """A lock handed to waiting threads in the order they asked for it.
+
+    SQLite's own wait for its write lock is a sleep-and-retry loop: under many
+    writers a newcomer often wins over one that has waited for seconds, and
+    that one ends with "database is locked" (here a 503). Writers of one
+    process queue here first, first come first served, so only one of them at
+    a time asks SQLite (and begin_immediate evens the odds between processes).
+    """
+
+    def __init__(self) -> None:
+        self.mutex = threading.Lock()
+        self.waiting: deque[threading.Event] = deque()
+        self.held = False
+
+    def acquire(self, timeout: float) -> bool:
+        turn = threading.Event()
+        with self.mutex:
+            if not self.held and not self.waiting:
+                self.held = True
+                return True
+            self.waiting.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self.mutex:
+            if turn.is_set():  # handed over just as the wait ran out: keep it
+                return True
+            self.waiting.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self.mutex:
+            if self.waiting:
+                self.waiting.popleft().set()  # held passes straight to the next
+            else:
+                self.held = False
+
+
+def locked(where: str) -> OperationalError:
+    """The error a write gets when SQLite's lock stays taken (main.py: 503)."""
+    cause = sqlite3.OperationalError(f"database is locked ({where})")
+    return OperationalError("BEGIN IMMEDIATE", None, cause)
+
+
+def begin_immediate(connection: Any, deadline: float) -> None:
+    """BEGIN IMMEDIATE, trying every millisecond until `deadline`.
+
+    SQLite's busy timeout sleeps up to 100 ms between tries, and a busy
+    process is idle for well under that between two writes: another
+    process's writer would wait for seconds. Trying often evens the odds.
+    """
+    connection.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+                if time.monotonic() >= deadline:
+                    raise locked("another process") from exc
+            time.sleep(0.001)
+    finally:
+        busy_ms = int(settings.SQLITE_BUSY_TIMEOUT_SECONDS * 1000)
+        connection.execute(f"PRAGMA busy_timeout={busy_ms}")
+
+
 def create_db_engine(url: str) -> Engine:
     """An engine for `url`, SQLite or PostgreSQL, set up for a concurrent server."""
     if not url.startswith("sqlite"):
@@ -74,14 +146,42 @@ def create_db_engine(url: str) -> Engine:
         ):
             dbapi_connection.execute(f"PRAGMA {pragma}")
 
+    writers = FairLock()
+
     @event.listens_for(engine, "begin")
     def on_begin(connection: Connection) -> None:
         # A transaction that reads and then writes can fail at once with
         # "database is locked" if another one wrote in between, and SQLite's
         # busy timeout does not help. Writers therefore take the write lock
-        # first (BEGIN IMMEDIATE) and wait their turn for it.
-        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        # first (BEGIN IMMEDIATE) and wait their turn for it, in line.
+        options = connection.get_execution_options()
+        mode = options.get("sqlite_begin", "DEFERRED")
+        if mode != "IMMEDIATE":
+            connection.exec_driver_sql(f"BEGIN {mode}")
+            return
+        wait = options.get("sqlite_lock_wait", settings.SQLITE_BUSY_TIMEOUT_SECONDS)
+        deadline = time.monotonic() + wait
+        if not writers.acquire(timeout=wait):
+            raise locked("waited in this process")
+        try:
+            begin_immediate(connection.connection.driver_connection, deadline)
+        except BaseException:
+            writers.release()
+            raise
+        connection.info["holds_write_lock"] = True
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def on_end(connection: Connection) -> None:
+        if connection.info.pop("holds_write_lock", False):
+            writers.release()
+
+    @event.listens_for(engine, "checkin")
+    def on_checkin(_: sqlite3.Connection, record: Any) -> None:
+        # A connection returned with its transaction never ended (the pool
+        # rolls it back): its place in line must not stay taken.
+        if record is not None and record.info.pop("holds_write_lock", False):
+            writers.release()
 
     return engine
 
@@ -122,25 +222,16 @@ def migration_lock(bind: Engine) -> Iterator[Connection]:
         # SQLite: the write lock, held for the whole transaction (DDL included),
         # waited for longer than a request would: another process may be
         # migrating a large database.
-        with bind.execution_options(sqlite_begin="IMMEDIATE").connect() as connection:
-            _sqlite_busy_timeout(connection, MIGRATION_WAIT_SECONDS)
-            try:
-                with connection.begin():
-                    yield connection
-            finally:
-                _sqlite_busy_timeout(connection, settings.SQLITE_BUSY_TIMEOUT_SECONDS)
+        waiting = bind.execution_options(
+            sqlite_begin="IMMEDIATE", sqlite_lock_wait=MIGRATION_WAIT_SECONDS
+        )
+        with waiting.connect() as connection, connection.begin():
+            yield connection
     else:
         # PostgreSQL: an advisory lock, released when the transaction ends.
         with bind.connect() as connection, connection.begin():
             connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_ID)))
             yield connection
-
-
-def _sqlite_busy_timeout(connection: Connection, seconds: float) -> None:
-    # On the driver's connection: through SQLAlchemy, it would begin a transaction.
-    connection.connection.driver_connection.execute(  # type: ignore[union-attr]
-        f"PRAGMA busy_timeout={int(seconds * 1000)}"
-    )
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

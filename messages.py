@@ -39,7 +39,7 @@ class VisibleMessageAccess:
 def get_visible_message(
     session: SessionDep,
     user: AnyScopeUser,
-    message_id: Annotated[int, Path(le=MAX_ID, description="The message's id")],
+    message_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The message's id")],
 ) -> VisibleMessageAccess:
     """The message in the path, if the caller may see its conversation (else 404)."""
     message = crud.get_message(session, message_id)
@@ -209,7 +209,7 @@ def search_messages(
     user: Reader,
     q: Annotated[str, Query(min_length=1, max_length=100, description="Text to find")],
     conversation_id: Annotated[
-        int | None, Query(le=MAX_ID, description="Only in this conversation")
+        int | None, Query(ge=1, le=MAX_ID, description="Only in this conversation")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[MessagePublic]:

@@ -1,24 +1,36 @@
-"""A pure ASGI middleware: what sits between the server and FastAPI."""
+"""What sits between the server and FastAPI: pure ASGI middleware, and the
+uvicorn protocol that bounds how long a client may take to send a request."""
 
+import asyncio
+from typing import Any
+
+import anyio
 from fastapi import HTTPException, status
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from config import settings
 
 TOO_LARGE = "Request body too large"
+TOO_SLOW = "Request body not received in time"
 
 
 class BodySizeLimitMiddleware:
-    """Answer 413 to a request whose body is over `max_bytes`, without reading it all.
+    """Answer 413 to a request whose body is over `max_bytes`, without reading it all,
+    and 408 to one whose body stops arriving for `timeout` seconds.
 
     A declared Content-Length that is too big is refused before any of the
     body is read. A body sent in chunks is counted as it arrives and refused
-    as soon as it passes the limit.
+    as soon as it passes the limit. The timeout keeps a client that sends a
+    few bytes and then nothing (slow loris) from holding a request forever.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,14 +45,123 @@ class BodySizeLimitMiddleware:
             return
 
         received = 0
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body, receive() waits for a disconnect: no deadline
+                return await receive()
+            with anyio.move_on_after(self.timeout) as deadline:
+                message = await receive()
+            if deadline.cancelled_caught:
+                # FastAPI turns these into JSON answers like any HTTPException.
+                raise HTTPException(status.HTTP_408_REQUEST_TIMEOUT, detail=TOO_SLOW)
             received += len(message.get("body", b""))
+            body_done = not message.get("more_body", False)
             if received > self.max_bytes:
-                # FastAPI turns this into a JSON 413 like any HTTPException.
                 raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=TOO_LARGE)
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+# The web client at / has no inline script: a script injected into a page
+# (say, through a message) does not run. frame-ancestors and X-Frame-Options
+# keep other sites from framing the pages (clickjacking).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+# Swagger UI (/docs) starts with an inline script and ReDoc (/redoc) injects
+# styles and runs a worker from a blob: both pages show only this API's own
+# OpenAPI document, so they get the inline allowances the client pages never do.
+DOCS_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+class SecurityHeadersMiddleware:
+    """Add the browser security headers to every HTTP response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        docs = path in DOCS_PATHS or path.startswith("/docs/")
+        policy = DOCS_CONTENT_SECURITY_POLICY if docs else CONTENT_SECURITY_POLICY
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Content-Security-Policy"] = policy
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["X-Frame-Options"] = "DENY"
+                headers["Referrer-Policy"] = "no-referrer"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, with a deadline for the request line and headers.
+
+    uvicorn closes an idle keep-alive connection, but waits forever for a
+    client that connects and sends nothing, or a header a byte at a time
+    (slow loris). Here the request head must be complete within
+    REQUEST_HEAD_TIMEOUT_SECONDS of the connection opening, or of the
+    previous response; otherwise the connection is closed. h11 itself bounds
+    the head's size (`--h11-max-incomplete-event-size`, 16 KiB by default).
+    Start uvicorn with `--http middleware:TimedH11Protocol`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.head_cycle: object = None
+
+    def await_head(self) -> None:
+        self.head_cycle = self.cycle  # a new cycle means a request head has arrived
+        self.head_timer = self.loop.call_later(
+            settings.REQUEST_HEAD_TIMEOUT_SECONDS, self.head_timeout
+        )
+
+    def cancel_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.await_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # A request began, or the connection became a WebSocket (the
+        # transport then belongs to the WebSocket protocol).
+        if self.cycle is not self.head_cycle or self.transport.get_protocol() is not self:
+            self.cancel_head_timer()
+
+    def on_response_complete(self) -> None:
+        previous = self.cycle
+        super().on_response_complete()
+        # No pipelined request started in the meantime: wait for the next head.
+        if self.cycle is previous and not self.transport.is_closing():
+            self.cancel_head_timer()
+            self.await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.cancel_head_timer()
+        super().connection_lost(exc)
+
+    def head_timeout(self) -> None:
+        self.head_timer = None
+        if not self.transport.is_closing() and self.transport.get_protocol() is self:
+            self.transport.close()

@@ -27,6 +27,13 @@ def _not_blank(value: str) -> str:
     return value
 
 
+def _no_nul(value: str) -> str:
+    # NUL is no text anyone types: PostgreSQL refuses it, C libraries cut strings there.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 Username = Annotated[
     str, StringConstraints(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
 ]
@@ -34,12 +41,23 @@ Username = Annotated[
 Password = Annotated[
     str, StringConstraints(min_length=8, max_length=128), AfterValidator(_not_blank)
 ]
-DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-MessageText = Annotated[
-    str, StringConstraints(min_length=1, max_length=4000), AfterValidator(_not_blank)
+DisplayName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    AfterValidator(_no_nul),
 ]
-ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Title = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_no_nul),
+]
+MessageText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=4000),
+    AfterValidator(_not_blank),
+    AfterValidator(_no_nul),
+]
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
 
 MAX_GROUP_MEMBERS = 100
 # Ids fit SQL's BIGINT; a larger number would overflow the database driver.
@@ -176,6 +194,20 @@ class LoginFailure(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True, sa_type=ID)
     username_key: str = Field(index=True)  # the username tried, lower-cased
     failed_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class ClientAttempt(SQLModel, table=True):
+    """One row per failed login or sign-up from a client address, for the
+    per-address limits (migration 0005)."""
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    kind: str  # ATTEMPT_LOGIN_FAILURE or ATTEMPT_SIGNUP
+    client_ip: str = Field(index=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+
+
+ATTEMPT_LOGIN_FAILURE = "login_failure"
+ATTEMPT_SIGNUP = "signup"
 
 
 # --- Messages --------------------------------------------------------------

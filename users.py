@@ -8,22 +8,27 @@ from fastapi import APIRouter, Body, HTTPException, Query, status
 import crud
 from auth import (
     AUTH_ERRORS,
+    ClientIP,
     HashingSlot,
     Reader,
     Writer,
     hash_password,
+    too_many,
     unauthorized,
     verify_password,
 )
+from config import settings
 from db import SessionDep
 from hub import Events
 from models import (
+    ATTEMPT_SIGNUP,
     PasswordChange,
     User,
     UserCreate,
     UserPublic,
     UserUpdate,
     error_responses,
+    utcnow,
 )
 
 logger = logging.getLogger("messageapp.users")
@@ -35,11 +40,17 @@ router = APIRouter(prefix="/users", tags=["users"])
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Sign up",
-    responses=error_responses({409: "Username taken (ignoring case)"}),
+    responses=error_responses(
+        {
+            409: "Username taken (ignoring case)",
+            429: "Too many sign-ups from your address; see Retry-After",
+        }
+    ),
 )
 def create_user(
     _: HashingSlot,
     session: SessionDep,
+    ip: ClientIP,
     user_in: Annotated[
         UserCreate,
         Body(
@@ -60,8 +71,17 @@ def create_user(
 
     `username`: 3–32 letters, digits, `_`, `.` or `-`, unique ignoring case.
     `password`: 8–128 characters of any kind (not only spaces).
-    Then log in with **POST /token** (or the Authorize button).
+    Then log in with **POST /token** (or the Authorize button). One address
+    may sign up 20 times an hour.
     """
+    # Every attempt counts, taken or not: each costs a deliberately slow hash.
+    now, window = utcnow(), settings.SIGNUP_WINDOW_SECONDS
+    limit = settings.SIGNUP_MAX_PER_IP
+    retry_after = crud.attempt_retry_after(session, ATTEMPT_SIGNUP, ip, now, limit, window)
+    if retry_after is not None:
+        logger.warning("Sign-up blocked for %s: too many", ip)
+        raise too_many("Too many sign-ups from your address; try again later", retry_after)
+    crud.record_attempt(session, ATTEMPT_SIGNUP, ip, now, window)
     # Hash before touching the database, so no lock is held while hashing.
     hashed_password = hash_password(user_in.password)
     user = crud.create_user(session, user_in, hashed_password)

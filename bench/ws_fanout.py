@@ -35,7 +35,12 @@ sys.path.insert(0, str(ROOT))
 # Offer per-message-deflate, as browsers do; the server's flags decide.
 COMPRESSION = "deflate"
 # The flags `make run` and the Docker image start uvicorn with.
-UVICORN_FLAGS = ["--ws-per-message-deflate", "false"]
+UVICORN_FLAGS = [
+    "--http", "middleware:TimedH11Protocol",
+    "--h11-max-incomplete-event-size", "16384",
+    "--ws-max-size", "65536",
+    "--ws-per-message-deflate", "false",
+]  # fmt: skip
 DATA_DIR = Path(tempfile.mkdtemp(prefix="messageapp-bench-"))
 # Settings are read at import, so the key and folder must be set before.
 os.environ.update(DATA_DIR=str(DATA_DIR), SECRET_KEY=secrets.token_urlsafe(48))

@@ -3,7 +3,7 @@ tests/database.py), and a TestClient wired to it."""
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Settings are read when the app is imported, so set them first: the app's
@@ -11,6 +11,10 @@ from pathlib import Path
 os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="messageapp-test-")
 os.environ.pop("DATABASE_URL", None)
 os.environ.pop("SECRET_KEY", None)
+# Tests sign up and fail logins from one address far more than people do; the
+# per-address limits have tests of their own, which lower these.
+os.environ["SIGNUP_MAX_PER_IP"] = "1000000"
+os.environ["LOGIN_MAX_FAILURES_PER_IP"] = "1000000"
 
 import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
@@ -19,7 +23,7 @@ from sqlalchemy import Engine  # noqa: E402
 import db  # noqa: E402
 from main import app  # noqa: E402
 from tests import database  # noqa: E402
-from tests.server import REDIS_URL, Server, unique_channel  # noqa: E402
+from tests.server import REDIS_URL, Server, running, unique_channel  # noqa: E402
 
 
 def pytest_sessionfinish() -> None:
@@ -70,10 +74,8 @@ def client(engine: Engine) -> Iterator[TestClient]:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """uvicorn in its own process, on a fresh DATA_DIR and a free loopback port."""
-    server = Server(tmp_path / "data")
-    server.start()
-    yield server
-    server.kill()
+    with running(tmp_path / "data") as server:
+        yield server
 
 
 @pytest.fixture
@@ -91,3 +93,20 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
     finally:
         for server in servers:
             server.kill()
+
+
+# Figures that slow tests measure (inputs tried, crashes, latencies), printed
+# at the end of the run for the README's "Reliability" section.
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report() -> Callable[[str], None]:
+    return FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

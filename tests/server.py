@@ -25,6 +25,14 @@ PASSWORD = "correct horse battery staple"
 # Tests of several processes sharing Redis run when this is set (.ci/run sets it).
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
 needs_redis = pytest.mark.skipif(not REDIS_URL, reason="set TEST_REDIS_URL to run")
+# The flags `make run` and the Dockerfile give uvicorn (test_dockerfile.py
+# checks they agree): request deadlines and size caps, no WebSocket deflate.
+SERVER_FLAGS = [
+    "--http", "middleware:TimedH11Protocol",
+    "--h11-max-incomplete-event-size", "16384",
+    "--ws-max-size", "65536",
+    "--ws-per-message-deflate", "false",
+]  # fmt: skip
 
 
 class Server:
@@ -47,7 +55,11 @@ class Server:
             env["DATABASE_URL"] = database.postgres_url()
         env.update(self.env)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port), *self.args],
+            [
+                *(sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port)),
+                *SERVER_FLAGS,
+                *self.args,
+            ],
             cwd=ROOT,
             start_new_session=True,  # its own process group, workers included (see kill)
             env=env,
@@ -87,6 +99,17 @@ class Server:
             token = http.post("/token", data={"username": username, "password": PASSWORD})
             assert token.status_code == 200, token.text
         return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+@contextmanager
+def running(data_dir: Path, **env: str) -> Iterator[Server]:
+    """A Server with these settings, started, and killed when done."""
+    server = Server(data_dir, **env)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 def unique_channel() -> str:

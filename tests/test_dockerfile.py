@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import pytest
 
+from tests.server import SERVER_FLAGS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -207,3 +209,13 @@ def test_ignore_what_the_image_must_not_hold(path: str) -> None:
 def test_send_what_the_image_needs(path: str) -> None:
     """Every top-level module, one added later too, reaches the image unasked."""
     assert not is_ignored(path)
+
+
+def test_every_server_start_uses_the_same_flags(final_stage: list[Instruction]) -> None:
+    """The image, `make run` and the real-server tests bound requests alike."""
+    argv = json.loads(args_of(final_stage, "CMD")[-1])
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    make_flags = re.search(r"^UVICORN_FLAGS := (.*)$", makefile, re.MULTILINE)
+    assert make_flags is not None
+    for flags in (SERVER_FLAGS, make_flags.group(1).split()):
+        assert " ".join(flags) in " ".join(argv)

@@ -258,3 +258,27 @@ def test_ids_beyond_bigint_are_422(
     headers = new_user(client, "alice")
     response = client.request(method, url, json=body, headers=headers)
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"/conversations/{-(2**70)}",
+        f"/messages/{-(2**70)}",
+        f"/search/messages?q=x&conversation_id={-(2**70)}",
+        "/conversations/0",
+        "/messages/-1",
+    ],
+)
+def test_ids_below_one_are_422(client: TestClient, url: str) -> None:
+    """Found by Schemathesis: a huge negative id overflowed the driver (500)."""
+    headers = new_user(client, "alice")
+    assert client.get(url, headers=headers).status_code == 422
+
+
+def test_admin_message_id_below_one_is_422(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "ADMIN_USERNAMES", ["root"])
+    admin = new_user(client, "root")
+    assert client.delete(f"/admin/messages/{-(2**70)}", headers=admin).status_code == 422

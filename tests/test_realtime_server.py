@@ -24,6 +24,7 @@ from tests.server import (
     next_event,
     open_socket,
     post,
+    running,
     token_of,
     unique_channel,
 )
@@ -131,10 +132,8 @@ def _raw_websocket(server: Server, token: str) -> socket.socket:
 
 @pytest.fixture
 def small_queue_server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "data", WS_SEND_QUEUE="8")
-    server.start()
-    yield server
-    server.kill()
+    with running(tmp_path / "data", WS_SEND_QUEUE="8") as server:
+        yield server
 
 
 def test_stalled_client_does_not_delay_others(small_queue_server: Server) -> None:

@@ -2,8 +2,8 @@
 
 Playwright drives Debian's Chromium (.ci/run installs it with apt-get) against
 a real uvicorn process. Every page fails its test on any console error or
-uncaught exception, and runs under the Content-Security-Policy the client is
-written for: no inline script, no inline style, sockets to this host only.
+uncaught exception, and runs under the Content-Security-Policy the server
+sends (middleware.py): no inline script, no inline style, sockets to this host only.
 """
 
 import os
@@ -28,13 +28,10 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from middleware import CONTENT_SECURITY_POLICY as CSP
 from tests.server import PASSWORD, Server
 
 CHROMIUM = "/usr/bin/chromium"
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self' ws: wss:; base-uri 'none'; frame-ancestors 'none'"
-)
 TIMEZONE = "Asia/Kolkata"  # +05:30: local times cannot pass for UTC by accident
 DESKTOP = {"width": 1100, "height": 720}
 PHONE = {"width": 390, "height": 760}
@@ -89,27 +86,17 @@ class Pages:
             timezone_id=TIMEZONE,
         )
         self.contexts.append(context)
-        # Serve the page with the CSP header. A response fulfilled by a route
-        # has no address, so Chromium takes the page for a public one reaching
-        # into the loopback network; this permission lets its socket through.
-        context.grant_permissions(["local-network-access"])
-        context.route(f"{self.server.url}/", self._with_csp)
         page = context.new_page()
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.problems.append(f"uncaught: {error}"))
-        page.goto(self.server.url)
+        response = page.goto(self.server.url)
+        # The server's own policy (middleware.py): a violation is a console error.
+        assert response is not None and response.headers["content-security-policy"] == CSP
         return page
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
             self.problems.append(message.text)
-
-    @staticmethod
-    def _with_csp(route: Route) -> None:
-        response = route.fetch()
-        route.fulfill(
-            response=response, headers={**response.headers, "content-security-policy": CSP}
-        )
 
     def close(self) -> list[str]:
         for context in self.contexts:

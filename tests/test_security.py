@@ -1,0 +1,185 @@
+"""Security checks: what tokens carry, the pinned algorithm, logs, CORS and
+the browser security headers. (Expiry, tampering, alg=none with the default
+casing and HS512 are in test_auth.py; the key file's mode in test_operations.py.)"""
+
+import base64
+import json
+import re
+import time
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from fastapi.testclient import TestClient
+from websockets.sync.client import connect
+
+from config import settings
+from tests.helpers import PASSWORD, bearer, login, signup
+from tests.server import Server
+
+
+def b64_json(part: str) -> dict[str, Any]:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_token_carries_no_secret_data(client: TestClient) -> None:
+    user = signup(client, "alice")
+    token = login(client, "alice")
+    header, payload, _ = token.split(".")
+    assert b64_json(header) == {"alg": "HS256", "typ": "JWT"}
+    claims = b64_json(payload)
+    # Ids, times, a version number and the scopes: anyone holding the token can read them.
+    assert set(claims) == {"sub", "iat", "exp", "jti", "ver", "scope"}
+    assert claims["scope"] == "messages:read messages:write"
+    assert claims["sub"] == str(user["id"])
+    assert all(isinstance(claims[c], int) for c in ("iat", "exp", "ver"))
+    assert re.fullmatch(r"[0-9a-f]{32}", claims["jti"])
+    for secret in (PASSWORD, "alice", settings.SECRET_KEY, "argon2"):
+        assert secret not in json.dumps(claims)
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
+def test_token_alg_none_in_any_case_is_rejected(client: TestClient, alg: str) -> None:
+    signup(client, "alice")
+    _, payload, signature = login(client, "alice").split(".")
+    for forged_signature in ("", signature):
+        token = f"{b64({'alg': alg, 'typ': 'JWT'})}.{payload}.{forged_signature}"
+        assert client.get("/users/me", headers=bearer(token)).status_code == 401
+
+
+@pytest.mark.parametrize("alg", ["HS384", "HS512"])
+def test_token_signed_with_the_key_but_another_hmac_is_rejected(
+    client: TestClient, alg: str
+) -> None:
+    from jose import jwt
+
+    signup(client, "alice")
+    claims = b64_json(login(client, "alice").split(".")[1])
+    token = jwt.encode(claims, settings.SECRET_KEY, algorithm=alg)
+    response = client.get("/users/me", headers=bearer(token))
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+# --- Logs ----------------------------------------------------------------------
+
+
+def test_full_session_logs_no_password_or_token(server: Server) -> None:
+    """Everything the server process writes (uvicorn's access log and the
+    app's own log) through sign-up, failed and good logins, messages, the
+    socket, a password change and logout: no password, no token."""
+    new_password = "a brand new passphrase"
+    wrong = "not the password 123"
+    with httpx.Client(base_url=server.url) as http:
+        assert http.post("/users", json={"username": "alice", "password": PASSWORD}).is_success
+        assert http.post("/token", data={"username": "alice", "password": wrong}).status_code == 401
+        token = http.post("/token", data={"username": "alice", "password": PASSWORD}).json()[
+            "access_token"
+        ]
+        headers = bearer(token)
+        with connect(server.ws_url) as ws:
+            ws.send(json.dumps({"type": "auth", "token": token}))
+            assert json.loads(ws.recv(timeout=5))["type"] == "ready"
+            ws.send(json.dumps({"type": "auth", "token": token}))  # an error, logged or not
+            ws.recv(timeout=5)
+            http.post("/conversations/1/messages", json={"content": "hello"}, headers=headers)
+        http.get("/users/me", headers={"Authorization": f"Bearer {token}x"})  # a bad token
+        changed = http.put(
+            "/users/me/password",
+            json={"current_password": PASSWORD, "new_password": new_password},
+            headers=headers,
+        )
+        assert changed.status_code == 204
+        new_token = http.post(
+            "/token", data={"username": "alice", "password": new_password}
+        ).json()["access_token"]
+        assert http.post("/logout", headers=bearer(new_token)).status_code == 204
+    time.sleep(0.5)  # let the server flush its last lines
+    log = server.log.read_text()
+    assert '"POST /token HTTP/1.1" 401' in log  # the access log is in there
+    assert "Failed login for 'alice'" in log  # and the app's own
+    for secret in (PASSWORD, new_password, wrong, settings.SECRET_KEY):
+        assert secret not in log
+    for jwt in (token, new_token):
+        for part in jwt.split("."):  # not even the signature, or the claims
+            assert part not in log
+    assert (server.data_dir / "secret_key").read_text().strip() not in log
+
+
+# --- CORS --------------------------------------------------------------------
+
+
+def test_cors_preflight_closed_by_default(client: TestClient) -> None:
+    response = client.options(
+        "/conversations",
+        headers={
+            "Origin": "https://evil.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert response.status_code == 405
+    assert not any(h.startswith("access-control-") for h in response.headers)
+
+
+# --- Security headers -------------------------------------------------------
+
+
+def directives(policy: str) -> dict[str, list[str]]:
+    parsed = (d.split() for d in policy.split(";") if d.strip())
+    return {name: values for name, *values in parsed}
+
+
+@pytest.mark.parametrize("path", ["/", "/index.html", "/users/me", "/healthz", "/nope"])
+def test_security_headers_on_every_response(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    policy = directives(response.headers["content-security-policy"])
+    assert policy["script-src"] == ["'self'"]  # no inline script, no other origin
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert policy["object-src"] == ["'none'"]
+    assert policy["default-src"] == ["'self'"]
+
+
+def test_security_headers_on_refusals_too(client: TestClient) -> None:
+    """The middleware is outermost: a 413 from the body limit has them."""
+    response = client.post(
+        "/users", content=b"x" * (settings.MAX_BODY_BYTES + 1), headers={"Content-Type": "a/b"}
+    )
+    assert response.status_code == 413
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+
+
+def test_web_client_has_no_inline_script(client: TestClient) -> None:
+    html = client.get("/").text
+    for attributes, body in re.findall(r"<script([^>]*)>(.*?)</script>", html, re.DOTALL):
+        assert "src=" in attributes and not body.strip()
+    assert not re.search(r"\son[a-z]+\s*=", html)  # no onclick= and the like
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc", "/docs/oauth2-redirect"])
+def test_docs_policy_lets_their_own_assets_load(client: TestClient, page: str) -> None:
+    """Swagger UI starts from an inline script, ReDoc injects styles and runs a
+    blob: worker; their policy allows that, and still only this origin."""
+    response = client.get(page)
+    assert response.status_code == 200
+    policy = directives(response.headers["content-security-policy"])
+    assert policy["script-src"] == ["'self'", "'unsafe-inline'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    html = response.text
+    inline = [body for attrs, body in re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)]
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    for asset in assets:  # every script, style sheet and icon comes from here: 'self'
+        assert asset.startswith("/"), asset
+        assert client.get(asset).status_code == 200
+    if page == "/docs":
+        assert any("SwaggerUIBundle" in body for body in inline)  # needs 'unsafe-inline'
+    if page == "/redoc":
+        assert "blob:" in policy["worker-src"]
+        assert "'unsafe-inline'" in policy["style-src"]
