@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.server import Server  # noqa: E402  (a real uvicorn process, as the tests start)
 
-# The flags the Docker image starts uvicorn with.
-UVICORN_FLAGS = ["--proxy-headers", "--ws-per-message-deflate", "false"]
+# Server adds the flags every start shares (tests.server.SERVER_FLAGS); the
+# Docker image adds this one.
+UVICORN_FLAGS = ["--proxy-headers"]
 PASSWORD = "correct horse battery staple"
 HISTORY_MESSAGES = 200
 
