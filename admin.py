@@ -14,7 +14,7 @@ import crud
 from auth import AUTH_ERRORS, Admin, forbidden, get_current_user
 from db import SessionDep
 from hub import Events, delete_message_for_all
-from models import MAX_ID, Scope, User, UserAdminPublic, error_responses
+from models import MAX_ID, NoNul, Scope, User, UserAdminPublic, error_responses
 
 router = APIRouter(
     prefix="/admin",
@@ -27,7 +27,7 @@ NO_SUCH_USER = {404: "No such user"}
 
 def get_target_user(
     session: SessionDep,
-    username: Annotated[str, Path(description="Their username, any case")],
+    username: Annotated[str, Path(description="Their username, any case"), NoNul],
 ) -> User:
     """The user named in the path (404 if there is none)."""
     user = crud.get_user_by_username(session, username)
@@ -42,7 +42,7 @@ TargetUser = Annotated[User, Depends(get_target_user)]
 @router.get("/users", summary="List users, with their status")
 def read_users_admin(
     session: SessionDep,
-    q: Annotated[str, Query(max_length=32, description="Username prefix, any case")] = "",
+    q: Annotated[str, Query(max_length=32, description="Username prefix, any case"), NoNul] = "",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[UserAdminPublic]:

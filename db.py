@@ -17,11 +17,12 @@ import threading
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 from alembic import command
 from alembic.config import Config
 from fastapi import Depends, Request
@@ -34,6 +35,11 @@ from models import Conversation, ConversationKind, Role, User
 
 GENERAL_CHANNEL = "general"
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+# Connections per process: the pool keeps POOL_SIZE open and opens up to
+# POOL_OVERFLOW more under load. Requests may use all but a few of them at
+# once (see Turns); the rest serve the WebSocket hub and handshakes.
+POOL_SIZE, POOL_OVERFLOW = 5, 10
+REQUEST_CONNECTIONS = POOL_SIZE + POOL_OVERFLOW - 3
 ALEMBIC_INI = Path(__file__).parent / "alembic.ini"
 # The schema that databases made before migrations existed have (see `migrate`).
 FIRST_REVISION = "0001"
@@ -127,11 +133,18 @@ def create_db_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         # pool_pre_ping: a connection the server dropped (restart, failover) is
         # replaced before a request gets it, instead of failing that request.
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
+        )
 
     # One connection per request thread: FastAPI runs `def` routes in a
     # threadpool, so a connection is created in one thread and used in another.
-    engine = create_engine(url, connect_args={"check_same_thread": False})
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False},
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
+    )
 
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: sqlite3.Connection, _: Any) -> None:
@@ -199,7 +212,42 @@ def open_session(bind: Engine, *, write: bool) -> Session:
     return Session(bind, expire_on_commit=False)
 
 
-def get_session(request: Request) -> Iterator[Session]:
+class Turns:
+    """What a request waits for on the event loop before its first query.
+
+    A request keeps its connection (and, writing to SQLite, the write lock)
+    from its first query to its last, across several worker threads: its
+    dependencies run in one, the route in the next. Were it to wait for them
+    *in* a worker thread, enough waiters would take every thread, and those
+    holding a connection could never take the next one to finish: the service
+    would hang until timeouts fired. Waiting here holds no thread. Made in
+    the app's lifespan: the semaphores belong to its event loop.
+    """
+
+    def __init__(self) -> None:
+        self.connections = anyio.Semaphore(REQUEST_CONNECTIONS)
+        self.sqlite_writer = anyio.Semaphore(1)  # SQLite has one writer at a time
+
+
+async def wait_for_turn(request: Request) -> AsyncIterator[None]:
+    """Wait for a connection (and on SQLite, for the writer's turn); a request
+    that cannot have them within SQLITE_BUSY_TIMEOUT_SECONDS gets 503."""
+    turns: Turns = request.app.state.turns
+    writes_to_sqlite = request.method not in READ_METHODS and is_sqlite(engine)
+    async with AsyncExitStack() as held:  # gives back whatever was taken
+        try:
+            with anyio.fail_after(settings.SQLITE_BUSY_TIMEOUT_SECONDS):
+                if writes_to_sqlite:
+                    await held.enter_async_context(turns.sqlite_writer)
+                await held.enter_async_context(turns.connections)
+        except TimeoutError:
+            raise locked("waited in this process") from None
+        yield
+
+
+def get_session(
+    request: Request, _: Annotated[None, Depends(wait_for_turn, scope="function")]
+) -> Iterator[Session]:
     """One session per request; anything but GET counts as a write."""
     with open_session(engine, write=request.method not in READ_METHODS) as session:
         yield session

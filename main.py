@@ -41,8 +41,9 @@ logger = logging.getLogger("messageapp")
 
 
 @asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     init_db(db.engine)
+    app.state.turns = db.Turns()
     logger.info("Database ready: %s", db.engine.url.render_as_string(hide_password=True))
     async with hub.hub.running():  # live events flow while the app runs
         yield

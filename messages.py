@@ -18,6 +18,7 @@ from models import (
     MessageEvent,
     MessagePublic,
     MessageUpdate,
+    NoNul,
     Scope,
     error_responses,
 )
@@ -207,7 +208,7 @@ def delete_message(
 def search_messages(
     session: SessionDep,
     user: Reader,
-    q: Annotated[str, Query(min_length=1, max_length=100, description="Text to find")],
+    q: Annotated[str, Query(min_length=1, max_length=100, description="Text to find"), NoNul],
     conversation_id: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Only in this conversation")
     ] = None,

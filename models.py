@@ -34,6 +34,10 @@ def _no_nul(value: str) -> str:
     return value
 
 
+# For text in a path or query that reaches a query (usernames, search text).
+NoNul = AfterValidator(_no_nul)
+
+
 Username = Annotated[
     str, StringConstraints(min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
 ]

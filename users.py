@@ -22,6 +22,7 @@ from db import SessionDep
 from hub import Events
 from models import (
     ATTEMPT_SIGNUP,
+    NoNul,
     PasswordChange,
     User,
     UserCreate,
@@ -158,7 +159,7 @@ def change_password(
 def read_users(
     session: SessionDep,
     _: Reader,
-    q: Annotated[str, Query(max_length=32, description="Username prefix, any case")] = "",
+    q: Annotated[str, Query(max_length=32, description="Username prefix, any case"), NoNul] = "",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[UserPublic]:
     """Users whose username starts with `q` (ignoring case), in username order.
@@ -172,7 +173,7 @@ def read_users(
     summary="Look up a user",
     responses=error_responses({**AUTH_ERRORS, 404: "No such user"}),
 )
-def read_user(session: SessionDep, _: Reader, username: str) -> UserPublic:
+def read_user(session: SessionDep, _: Reader, username: Annotated[str, NoNul]) -> UserPublic:
     """The user with this username (any case)."""
     user: User | None = crud.get_user_by_username(session, username)
     if user is None:

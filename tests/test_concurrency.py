@@ -68,3 +68,25 @@ def test_concurrent_direct_conversation_from_both_sides(client: TestClient) -> N
     assert len(ids) == 1
     kinds = [c["kind"] for c in client.get("/conversations", headers=alice).json()]
     assert kinds.count("direct") == 1
+
+
+def test_more_requests_at_once_than_worker_threads(client: TestClient) -> None:
+    """120 requests in flight, writes and reads mixed, against FastAPI's 40
+    worker threads: a request must not wait for a connection or for SQLite's
+    write lock inside a worker thread, or those holding them never get a
+    thread to finish on (the service hung, then answered 503s and 500s)."""
+    alice = new_user(client, "alice")
+    general = general_id(client, alice)
+
+    def write_then_read(n: int) -> list[int]:
+        sent = client.post(
+            f"/conversations/{general}/messages", json={"content": f"m{n}"}, headers=alice
+        )
+        page = client.get(f"/conversations/{general}/messages", headers=alice)
+        return [sent.status_code, page.status_code]
+
+    with ThreadPoolExecutor(120) as pool:
+        statuses = [s for pair in pool.map(write_then_read, range(120)) for s in pair]
+
+    assert statuses == [201, 200] * 120
+    assert len(history(client, alice, general, limit=200, after=0)) == 120
