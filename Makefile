@@ -39,8 +39,8 @@ typecheck: $(VENV)/.dev-deps  ## Type-check with mypy (strict)
 
 check: lint typecheck test  ## Everything CI runs
 
-bench: $(VENV)/.dev-deps  ## WebSocket fan-out: 1,000 sockets, POST to arrival, memory per socket
-	$(BIN)/python bench/ws_fanout.py
+bench: $(VENV)/.dev-deps  ## Benchmark against a bare-hello app (needs wrk; ~10 min); writes bench/results.md
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 screenshots: $(VENV)/.dev-deps  ## Retake the web client's screenshots in docs/ (needs /usr/bin/chromium)
 	mkdir -p docs

@@ -124,7 +124,7 @@ async def open_socket(url: str, token: str) -> ClientConnection:
     return ws
 
 
-async def run(sockets: int, messages: int, flags: list[str]) -> None:
+async def run(sockets: int, messages: int, flags: list[str]) -> dict[str, float]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * sockets + 256)), hard))
     port = free_port()
@@ -175,19 +175,31 @@ async def run(sockets: int, messages: int, flags: list[str]) -> None:
 
     latencies.sort()
     ms = 1000
+    figures = {
+        "sockets": sockets,
+        "messages": messages,
+        "open_seconds": open_seconds,
+        "p50_ms": latencies[len(latencies) // 2] * ms,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * ms,
+        "max_ms": latencies[-1] * ms,
+        "last_socket_median_ms": statistics.median(last_arrivals) * ms,
+        "rss_before_mib": before / 1024,
+        "rss_after_mib": after / 1024,
+        "kib_per_socket": (after - before) / sockets,
+    }
     print(f"sockets: {sockets}, messages: {messages} ({len(latencies)} deliveries)")
     print(f"opening {sockets} sockets (auth included): {open_seconds:.2f} s")
     print(
-        f"POST start -> arrival: p50 {latencies[len(latencies) // 2] * ms:.1f} ms, "
-        f"p99 {latencies[int(len(latencies) * 0.99)] * ms:.1f} ms, "
-        f"max {latencies[-1] * ms:.1f} ms"
+        f"POST start -> arrival: p50 {figures['p50_ms']:.1f} ms, "
+        f"p99 {figures['p99_ms']:.1f} ms, max {figures['max_ms']:.1f} ms"
     )
-    print(f"until the last socket has it: median {statistics.median(last_arrivals) * ms:.1f} ms")
+    print(f"until the last socket has it: median {figures['last_socket_median_ms']:.1f} ms")
     print("  per message, ms:", " ".join(f"{t * ms:.0f}" for t in last_arrivals))
     print(
-        f"server RSS: {before / 1024:.1f} MiB -> {after / 1024:.1f} MiB, "
-        f"{(after - before) / sockets:.1f} KiB per socket"
+        f"server RSS: {figures['rss_before_mib']:.1f} MiB -> {figures['rss_after_mib']:.1f} MiB, "
+        f"{figures['kib_per_socket']:.1f} KiB per socket"
     )
+    return figures
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -210,11 +222,14 @@ def main() -> None:
         action="store_true",
         help="let uvicorn compress frames (its default; off in make run and the image)",
     )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     flags = [] if args.deflate else UVICORN_FLAGS
     if pinned(1):
         os.sched_setaffinity(0, {1})
-    asyncio.run(run(args.sockets, args.messages, flags))
+    figures = asyncio.run(run(args.sockets, args.messages, flags))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

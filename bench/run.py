@@ -1,0 +1,532 @@
+"""MessageApp's benchmark: every scenario against a bare-hello reference.
+
+    make bench                      # or: .venv/bin/python bench/run.py [--quick]
+
+Builds its own data (1,000,000 messages in one channel, a few hundred smaller
+conversations, a few thousand users, written with SQL rather than through the
+API), starts MessageApp and a bare FastAPI "hello" app (bench/hello.py) from
+this venv with the same uvicorn flags, pinned with taskset to CPU 0, and
+drives them with wrk on CPU 1. Each scenario runs right after a hello run with
+the same number of connections (A B A B ...), so a noisy machine moves both
+alike; the figure that counts is the median of those paired ratios.
+
+Writes bench/results.json and bench/results.md (the table the README quotes).
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import secrets
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+LUA = BENCH / "wrk" / "request.lua"
+# The flags `make run` and the Docker image start uvicorn with.
+UVICORN_FLAGS = ["--ws-per-message-deflate", "false"]
+PASSWORD = "bench-password-1"
+RARE_WORD = "zeppelin"  # one message in 10,000 has it: what search looks for
+WORDS = (
+    "the a to and of in is it you that he was for on are with as I his they be at one have "
+    "this from or had by hot word but what some we can out other were all there when up use "
+    "your how said an each she which do their time if will way about many then them write "
+    "would like so these her long make thing see him two has look more day could go come did "
+    "number sound no most people my over know water than call first who may down side been "
+    "now find any new work part take get place made live where after back little only round "
+    "man year came show every good me give our under name very through just form sentence "
+    "great think say help low line differ turn cause much mean before move right boy old too "
+    "same tell does set three want air well also play small end put home read hand port large "
+    "spell add even land here must big high such follow act why ask men change went light "
+    "kind off need house picture try us again animal point mother world near build self earth "
+    "München café naïve déjà über straße 東京 こんにちは 🙂 👍"
+).split()
+
+
+def pinned(cpu: int) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") else []
+
+
+# --- the data ------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    token: str = ""
+    firehose: int = 0  # the channel with the million messages
+    group: int = 0  # where the POST scenario writes
+    oldest_before: int = 0  # a `before=` that returns the channel's oldest page
+    users: int = 0
+
+
+def seed(base: str, db_path: Path, users: int, messages: int, conversations: int) -> Data:
+    """Fill the database: the users and conversations through the API (they are
+    few), the messages with SQL (a million through the API would take hours)."""
+    data = Data(users=users)
+    rng = random.Random(42)
+    with httpx.Client(base_url=base, timeout=60) as http:
+        http.post("/users", json={"username": "bench", "password": PASSWORD}).raise_for_status()
+        # The other users are copies of `bench` (same password hash: one argon2
+        # hash instead of thousands), made by SQL so that any column the
+        # schema gains later is copied too.
+        with sqlite3.connect(db_path) as connection:
+            row = connection.execute("SELECT * FROM user WHERE username = 'bench'").fetchone()
+            columns = [c[0] for c in connection.execute("SELECT * FROM user").description]
+            copies = []
+            for n in range(1, users):
+                values = dict(zip(columns, row, strict=True), id=None, username=f"user{n}")
+                copies.append(tuple(values.values()))
+            marks = ", ".join("?" * len(columns))
+            connection.executemany(f"INSERT INTO user VALUES ({marks})", copies)
+        data.token = login(http, "bench")
+        auth = {"Authorization": f"Bearer {data.token}"}
+
+        def create(body: dict[str, Any]) -> int:
+            response = http.post("/conversations", json=body, headers=auth)
+            response.raise_for_status()
+            return int(response.json()["id"])
+
+        data.firehose = create({"kind": "channel", "title": "firehose"})
+        groups = [
+            create(
+                {
+                    "kind": "group",
+                    "title": f"group {n}",
+                    "members": [f"user{rng.randrange(1, users)}" for _ in range(4)],
+                }
+            )
+            for n in range(conversations - 1)
+        ]
+        data.group = groups[0]
+
+    with sqlite3.connect(db_path) as connection:
+        # Everybody is in the firehose channel.
+        connection.execute(
+            "INSERT INTO membership (conversation_id, user_id, joined_at, last_read_message_id)"
+            " SELECT ?, id, CURRENT_TIMESTAMP, 0 FROM user WHERE username != 'bench'",
+            (data.firehose,),
+        )
+        members: dict[int, list[int]] = {}
+        for conversation_id, user_id in connection.execute(
+            "SELECT conversation_id, user_id FROM membership"
+        ):
+            members.setdefault(conversation_id, []).append(user_id)
+
+        per_group = max(1, messages // 1000)  # the small conversations: 1,000 each
+        plan = [(data.firehose, messages)] + [(g, per_group) for g in groups]
+        start = datetime.now(UTC) - timedelta(days=365)
+        for conversation_id, count in plan:
+            authors = members[conversation_id]
+            rows = (
+                (
+                    conversation_id,
+                    rng.choice(authors),
+                    text(rng, n),
+                    (start + timedelta(seconds=n * 20)).strftime("%Y-%m-%d %H:%M:%S.%f"),
+                )
+                for n in range(count)
+            )
+            connection.executemany(
+                "INSERT INTO message (conversation_id, author_id, content, created_at, deleted)"
+                " VALUES (?, ?, ?, ?, 0)",
+                rows,
+            )
+        first, last = connection.execute(
+            "SELECT min(id), max(id) FROM message WHERE conversation_id = ?", (data.firehose,)
+        ).fetchone()
+        data.oldest_before = first + 50
+        # Read markers as an active user's: a few unread messages in each
+        # conversation (0 to 50), 100 in the firehose.
+        connection.execute(
+            "UPDATE membership SET last_read_message_id = coalesce("
+            " (SELECT max(id) FROM message WHERE conversation_id = membership.conversation_id)"
+            " - abs(random() % 51), 0)"
+        )
+        connection.execute(
+            "UPDATE membership SET last_read_message_id = ? WHERE conversation_id = ?",
+            (last - 100, data.firehose),
+        )
+    return data
+
+
+def text(rng: random.Random, n: int) -> str:
+    words = rng.choices(WORDS, k=rng.randint(3, 16))
+    if n % 10_000 == 5_000:
+        words.insert(rng.randrange(len(words)), RARE_WORD.capitalize())
+    return " ".join(words)
+
+
+def login(http: httpx.Client, username: str) -> str:
+    response = http.post("/token", data={"username": username, "password": PASSWORD})
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+# --- the servers and the load ----------------------------------------------------
+
+
+@contextmanager
+def server(app: str, port: int, log: Path, env: dict[str, str]) -> Iterator[None]:
+    """A uvicorn process on CPU 0, as `make run` starts it; its output goes to `log`."""
+    process = subprocess.Popen(
+        [*pinned(0), sys.executable, "-m", "uvicorn", app, "--port", str(port), *UVICORN_FLAGS],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,  # the access log: a line per request
+        stderr=log.open("wb"),
+    )
+    try:
+        health = "/healthz" if app == "main:app" else "/hello"
+        for _ in range(300):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}{health}").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"{app} did not start")
+        yield
+    finally:
+        process.terminate()
+        process.wait()
+
+
+@dataclass
+class Load:
+    """One wrk run's shape; `body` may hold {n} (unique per request) and {u} (a user)."""
+
+    path: str
+    connections: int
+    method: str = "GET"
+    body: str | None = None
+    token: str = ""
+    content_type: str = "application/json"
+    users: int = 1  # {u} runs over 1 .. users
+
+
+def wrk(base: str, load: Load, seconds: float) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "BENCH_METHOD": load.method,
+        "BENCH_PATH": load.path,
+        "BENCH_TOKEN": load.token,
+        "BENCH_TYPE": load.content_type,
+        "BENCH_USERS": str(load.users),
+    }
+    if load.body is not None:
+        env["BENCH_BODY"] = load.body
+    return subprocess.Popen(
+        [
+            *pinned(1),
+            "wrk",
+            "-t1",
+            f"-c{load.connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA),
+            base,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def measure(base: str, load: Load, seconds: float) -> dict[str, float]:
+    out, _ = wrk(base, load, seconds).communicate()
+    return result(out)
+
+
+def result(out: str) -> dict[str, float]:
+    figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    # Failed requests are counted, not hidden: a fast error is no success.
+    figures["errors"] = figures.pop("bad_status") + figures.pop("socket_errors")
+    figures["rps"] = (figures["requests"] - figures["errors"]) / figures["seconds"]
+    return figures
+
+
+@dataclass
+class Scenario:
+    name: str
+    load: Load
+    target: str = ""
+    runs: list[dict[str, float]] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        def median(key: str) -> float:
+            return statistics.median(run[key] for run in self.runs)
+
+        return {
+            "name": self.name,
+            "connections": self.load.connections,
+            "rps": median("rps"),
+            "p50_ms": median("p50_ms"),
+            "p99_ms": median("p99_ms"),
+            "errors": sum(run["errors"] for run in self.runs),
+            "ratio": statistics.median(self.ratios) if self.ratios else None,
+            "ratios": self.ratios,
+            "target": self.target,
+        }
+
+
+def scenarios(data: Data, messages: int) -> list[Scenario]:
+    size = f"{messages / 1e6:g}M" if messages >= 1e6 else f"{messages:,}"
+    history = f"/conversations/{data.firehose}/messages?limit=50"
+    return [
+        Scenario("history, newest page (50)", Load(history, 32, token=data.token), "ratio ≥ 0.25"),
+        Scenario(
+            f"history, oldest page of {size} (before=)",
+            Load(f"{history}&before={data.oldest_before}", 32, token=data.token),
+            "p50 ≤ 1.2 × newest page",
+        ),
+        Scenario(
+            "post a message",
+            Load(
+                f"/conversations/{data.group}/messages",
+                32,
+                method="POST",
+                body='{"content": "bench message {n}"}',
+                token=data.token,
+            ),
+            "ratio ≥ 0.15, p99 ≤ 100 ms",
+        ),
+        Scenario(
+            "list my conversations (50)",
+            Load("/conversations?limit=50", 32, token=data.token),
+            "ratio ≥ 0.15",
+        ),
+        Scenario(
+            f"search {size} messages for “{RARE_WORD}”",
+            Load(f"/search/messages?q={RARE_WORD}&limit=20", 1, token=data.token),
+            "p50 ≤ 20 ms",
+        ),
+        Scenario(
+            "login (argon2)",
+            Load(
+                "/token",
+                8,
+                method="POST",
+                body=f"username=user{{u}}&password={PASSWORD}",
+                content_type="application/x-www-form-urlencoded",
+                users=data.users - 1,
+            ),
+        ),
+    ]
+
+
+def run_pairs(app: str, hello: str, items: list[Scenario], rounds: int, seconds: float) -> None:
+    for scenario in items:
+        measure(app, scenario.load, 1)  # warm-up: caches, connections, the JIT-less rest
+        for n in range(rounds):
+            reference = measure(hello, Load("/hello", scenario.load.connections), seconds)
+            run = measure(app, scenario.load, seconds)
+            scenario.runs.append(run)
+            scenario.ratios.append(run["rps"] / reference["rps"])
+            print(
+                f"  {scenario.name}, round {n + 1}: {run['rps']:.0f} req/s "
+                f"(hello {reference['rps']:.0f}), p50 {run['p50_ms']:.1f} ms, "
+                f"p99 {run['p99_ms']:.1f} ms, {run['errors']:.0f} errors",
+                flush=True,
+            )
+
+
+def login_flood(app: str, data: Data, rounds: int, seconds: float) -> dict[str, Any]:
+    """GET p99 alone, then while 8 clients log in without pause (A B A B)."""
+    probe = Load(f"/conversations/{data.firehose}/messages?limit=50", 4, token=data.token)
+    flood = Load(
+        "/token",
+        8,
+        method="POST",
+        body=f"username=user{{u}}&password={PASSWORD}",
+        content_type="application/x-www-form-urlencoded",
+        users=data.users - 1,
+    )
+    idle, busy = [], []
+    for n in range(rounds):
+        idle.append(measure(app, probe, seconds)["p99_ms"])
+        logins = wrk(app, flood, seconds + 2)
+        time.sleep(1)  # let the logins pile up first
+        busy.append(measure(app, probe, seconds)["p99_ms"])
+        logins_out, _ = logins.communicate()
+        logins_rps = result(logins_out)["rps"]
+        print(
+            f"  GET p99 idle {idle[-1]:.1f} ms, during logins {busy[-1]:.1f} ms "
+            f"({logins_rps:.0f} logins/s), round {n + 1}",
+            flush=True,
+        )
+    ratios = [b / max(i, 0.001) for i, b in zip(idle, busy, strict=True)]
+    return {
+        "idle_p99_ms": statistics.median(idle),
+        "busy_p99_ms": statistics.median(busy),
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "target": "busy p99 ≤ 2 × idle p99",
+    }
+
+
+def fanout(sockets: int, messages: int) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run(
+            [
+                sys.executable,
+                str(BENCH / "ws_fanout.py"),
+                f"--sockets={sockets}",
+                f"--messages={messages}",
+                f"--json={out.name}",
+            ],
+            check=True,
+        )
+        figures: dict[str, Any] = json.loads(Path(out.name).read_text())
+    figures["target"] = "p99 ≤ 100 ms, ≤ 64 KiB per socket"
+    return figures
+
+
+# --- the report ----------------------------------------------------------------
+
+
+def machine() -> dict[str, str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    packages = ("fastapi", "uvicorn", "sqlalchemy", "sqlmodel", "uvloop", "httptools")
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1],
+        "commit": commit,
+        **{name: version(name) for name in packages},
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    about = report["machine"]
+    lines = [
+        f"Measured {about['date']} on {about['cpu']}, commit {about['commit']}: "
+        f"Python {about['python']}, SQLite {about['sqlite']}, FastAPI {about['fastapi']}, "
+        f"uvicorn {about['uvicorn']} (uvloop {about['uvloop']}, httptools {about['httptools']}), "
+        f"SQLAlchemy {about['sqlalchemy']}, wrk {about['wrk']}. "
+        f"Server on CPU 0, wrk on CPU 1; {report['rounds']} rounds of {report['seconds']} s; "
+        f"{report['messages']:,} messages in the channel, {report['users']:,} users.",
+        "",
+        "| scenario | conns | req/s | p50 ms | p99 ms | errors | ÷ hello (median of pairs)"
+        " | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in report["scenarios"]:
+        ratio = f"{s['ratio']:.3f}" if s["ratio"] is not None else ""
+        lines.append(
+            f"| {s['name']} | {s['connections']} | {s['rps']:,.0f} | {s['p50_ms']:.1f} | "
+            f"{s['p99_ms']:.1f} | {s['errors']:.0f} | {ratio} | {s['target']} |"
+        )
+    flood = report["login_flood"]
+    fan = report["fanout"]
+    lines += [
+        "",
+        f"- Bare hello: {report['hello_rps']:,.0f} req/s at 32 connections (median).",
+        f"- Oldest page ÷ newest page, p50 latency: {report['oldest_vs_newest']:.2f} "
+        "(target ≤ 1.2).",
+        f"- GET history p99 (4 connections): {flood['idle_p99_ms']:.1f} ms idle, "
+        f"{flood['busy_p99_ms']:.1f} ms while 8 clients log in without pause: "
+        f"× {flood['ratio']:.2f} (target ≤ 2).",
+        f"- WebSocket fan-out to {fan['sockets']:,} sockets, POST → arrival: "
+        f"p50 {fan['p50_ms']:.0f} ms, p99 {fan['p99_ms']:.0f} ms, max {fan['max_ms']:.0f} ms; "
+        f"{fan['kib_per_socket']:.1f} KiB per open socket (targets: p99 ≤ 100 ms, ≤ 64 KiB).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=3_000)
+    parser.add_argument("--conversations", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--sockets", type=int, default=1_000)
+    parser.add_argument("--quick", action="store_true", help="a small, fast run to try it out")
+    args = parser.parse_args()
+    if args.quick:
+        args.messages, args.users, args.conversations = 20_000, 200, 20
+        args.rounds, args.seconds, args.sockets = 1, 2, 100
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+
+    data_dir = Path(tempfile.mkdtemp(prefix="messageapp-bench-"))
+    env = {"DATA_DIR": str(data_dir), "SECRET_KEY": secrets.token_urlsafe(48)}
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        os.environ.pop(name, None)
+    app, hello = "http://127.0.0.1:8710", "http://127.0.0.1:8711"
+    try:
+        with (
+            server("main:app", 8710, BENCH / "server.log", env),
+            server("bench.hello:app", 8711, BENCH / "hello.log", {}),
+        ):
+            started = time.monotonic()
+            print(f"seeding {args.messages:,} messages ...", flush=True)
+            data = seed(
+                app, data_dir / "messageapp.db", args.users, args.messages, args.conversations
+            )
+            print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
+            items = scenarios(data, args.messages)
+            run_pairs(app, hello, items, args.rounds, args.seconds)
+            hello_rps = statistics.median(
+                measure(hello, Load("/hello", 32), args.seconds)["rps"] for _ in range(args.rounds)
+            )
+            flood = login_flood(app, data, args.rounds, args.seconds)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print("fan-out ...", flush=True)
+    fan = fanout(args.sockets, 30 if not args.quick else 5)
+
+    summaries = [s.summary() for s in items]
+    report = {
+        "machine": machine(),
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "messages": args.messages,
+        "users": args.users,
+        "hello_rps": hello_rps,
+        "scenarios": summaries,
+        "oldest_vs_newest": summaries[1]["p50_ms"] / summaries[0]["p50_ms"],
+        "login_flood": flood,
+        "fanout": fan,
+    }
+    table = markdown(report)
+    suffix = "-quick" if args.quick else ""
+    (BENCH / f"results{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (BENCH / f"results{suffix}.md").write_text(table)
+    print()
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
