@@ -37,10 +37,12 @@ from typing import Any
 import httpx2 as httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 BENCH = ROOT / "bench"
 LUA = BENCH / "wrk" / "request.lua"
-# The flags `make run` and the Docker image start uvicorn with.
-UVICORN_FLAGS = ["--ws-per-message-deflate", "false"]
+
+from tests.server import SERVER_FLAGS  # noqa: E402  (the flags of `make run` and the image)
+
 PASSWORD = "bench-password-1"
 RARE_WORD = "zeppelin"  # one message in 10,000 has it: what search looks for
 WORDS = (
@@ -78,6 +80,8 @@ class Data:
 def seed(base: str, db_path: Path, users: int, messages: int, conversations: int) -> Data:
     """Fill the database: the users and conversations through the API (they are
     few), the messages with SQL (a million through the API would take hours)."""
+    from db import fold  # search matches this form of the text; the import reads DATA_DIR
+
     data = Data(users=users)
     rng = random.Random(42)
     with httpx.Client(base_url=base, timeout=60) as http:
@@ -133,18 +137,21 @@ def seed(base: str, db_path: Path, users: int, messages: int, conversations: int
         start = datetime.now(UTC) - timedelta(days=365)
         for conversation_id, count in plan:
             authors = members[conversation_id]
+            contents = (text(rng, n) for n in range(count))
             rows = (
                 (
                     conversation_id,
                     rng.choice(authors),
-                    text(rng, n),
+                    content,
+                    fold(content),
                     (start + timedelta(seconds=n * 20)).strftime("%Y-%m-%d %H:%M:%S.%f"),
                 )
-                for n in range(count)
+                for n, content in enumerate(contents)
             )
             connection.executemany(
-                "INSERT INTO message (conversation_id, author_id, content, created_at, deleted)"
-                " VALUES (?, ?, ?, ?, 0)",
+                "INSERT INTO message"
+                " (conversation_id, author_id, content, search_text, created_at, deleted)"
+                " VALUES (?, ?, ?, ?, ?, 0)",
                 rows,
             )
         first, last = connection.execute(
@@ -185,7 +192,7 @@ def login(http: httpx.Client, username: str) -> str:
 def server(app: str, port: int, log: Path, env: dict[str, str]) -> Iterator[None]:
     """A uvicorn process on CPU 0, as `make run` starts it; its output goes to `log`."""
     process = subprocess.Popen(
-        [*pinned(0), sys.executable, "-m", "uvicorn", app, "--port", str(port), *UVICORN_FLAGS],
+        [*pinned(0), sys.executable, "-m", "uvicorn", app, "--port", str(port), *SERVER_FLAGS],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,  # the access log: a line per request
@@ -482,6 +489,7 @@ def main() -> None:
 
     data_dir = Path(tempfile.mkdtemp(prefix="messageapp-bench-"))
     env = {"DATA_DIR": str(data_dir), "SECRET_KEY": secrets.token_urlsafe(48)}
+    os.environ.update(env)
     for name in ("DATABASE_URL", "REDIS_URL"):
         os.environ.pop(name, None)
     app, hello = "http://127.0.0.1:8710", "http://127.0.0.1:8711"

@@ -34,13 +34,6 @@ sys.path.insert(0, str(ROOT))
 
 # Offer per-message-deflate, as browsers do; the server's flags decide.
 COMPRESSION = "deflate"
-# The flags `make run` and the Docker image start uvicorn with.
-UVICORN_FLAGS = [
-    "--http", "middleware:TimedH11Protocol",
-    "--h11-max-incomplete-event-size", "16384",
-    "--ws-max-size", "65536",
-    "--ws-per-message-deflate", "false",
-]  # fmt: skip
 DATA_DIR = Path(tempfile.mkdtemp(prefix="messageapp-bench-"))
 # Settings are read at import, so the key and folder must be set before.
 os.environ.update(DATA_DIR=str(DATA_DIR), SECRET_KEY=secrets.token_urlsafe(48))
@@ -55,6 +48,7 @@ import auth  # noqa: E402
 import db  # noqa: E402
 from config import settings  # noqa: E402
 from models import User  # noqa: E402
+from tests.server import SERVER_FLAGS  # noqa: E402  (the flags of `make run` and the image)
 
 
 def free_port() -> int:
@@ -224,7 +218,10 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    flags = [] if args.deflate else UVICORN_FLAGS
+    flags = list(SERVER_FLAGS)
+    if args.deflate:  # uvicorn's default: drop the option that turns it off, and its value
+        at = flags.index("--ws-per-message-deflate")
+        del flags[at : at + 2]
     if pinned(1):
         os.sched_setaffinity(0, {1})
     figures = asyncio.run(run(args.sockets, args.messages, flags))
