@@ -9,7 +9,7 @@ PORT   ?= 8000
 
 .PHONY: run test test-slow audit lint typecheck check bench bench-http screenshots clean
 
-# The same flags as the Dockerfile's CMD. --http middleware:TimedH11Protocol and
+# The flags shared with the Dockerfile's CMD. --http middleware:TimedH11Protocol and
 # the size caps: see README, "Reliability"; no deflate: "Fan-out benchmark".
 UVICORN_FLAGS := --http middleware:TimedH11Protocol --h11-max-incomplete-event-size 16384 \
 	--ws-max-size 65536 --ws-per-message-deflate false
@@ -37,7 +37,7 @@ lint: $(VENV)/.dev-deps  ## Lint with ruff, and the Dockerfile with hadolint
 typecheck: $(VENV)/.dev-deps  ## Type-check with mypy (strict)
 	$(BIN)/mypy .
 
-check: lint typecheck test  ## Everything CI runs
+check: lint typecheck test  ## Lint, type check, tests (CI also runs test-slow, PostgreSQL, audit)
 
 bench: $(VENV)/.dev-deps  ## Benchmark against a bare-hello app (needs wrk; ~10 min); writes bench/results.md
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
