@@ -47,7 +47,7 @@ screenshots: $(VENV)/.dev-deps  ## Retake the web client's screenshots in docs/ 
 	SCREENSHOTS_DIR=$(CURDIR)/docs $(BIN)/pytest -q tests/test_web.py -k screenshots
 
 bench-http: $(VENV)/.dev-deps  ## HTTP req/s, p50, p99 on PostgreSQL with 1 and 2 workers (needs wrk)
-	$(BIN)/python bench/http_throughput.py
+	$(BIN)/python bench/http_throughput.py $(BENCH_ARGS)
 
 clean:  ## Remove the virtualenv and caches (keeps ./data)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
