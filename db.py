@@ -68,6 +68,8 @@ class FairLock:
     that one ends with "database is locked" (here a 503). Writers of one
     process queue here first, first come first served, so only one of them at
     a time asks SQLite (and begin_immediate evens the odds between processes).
+    Requests now take their turn on the event loop first (Turns), so this
+    mostly orders what writes outside a request, such as the migrations.
     """
 
     def __init__(self) -> None:
