@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test test-slow audit lint typecheck check bench bench-http screenshots clean
+.PHONY: run demo test test-slow audit lint typecheck check bench bench-http screenshots clean
 
 # The flags shared with the Dockerfile's CMD. --http middleware:TimedH11Protocol and
 # the size caps: see README, "Reliability"; no deflate: "Fan-out benchmark".
@@ -16,6 +16,12 @@ UVICORN_FLAGS := --http middleware:TimedH11Protocol --h11-max-incomplete-event-s
 
 run: $(VENV)/.run-deps  ## Start the service on http://$(HOST):$(PORT) (SQLite in ./data)
 	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
+
+# The demo's own data folder, so that it never mixes with ./data.
+DEMO_DIR ?= data-demo
+
+demo: $(VENV)/.run-deps  ## Like run, on $(DEMO_DIR) filled with demo users and messages (see README)
+	DEMO_DATA=1 DATA_DIR=$(DEMO_DIR) $(BIN)/uvicorn main:app --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
 
 test: $(VENV)/.dev-deps  ## Run the test suite
 	$(BIN)/pytest

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # Events waiting to be sent on one socket; a client that falls further
     # behind is disconnected and catches up over HTTP when it reconnects.
     WS_SEND_QUEUE: int = Field(default=256, ge=1)
+    # Fill an empty database with demo users and conversations at start
+    # (demo.py); the demo users' password is printed in the log.
+    DEMO_DATA: bool = False
 
     @field_validator("CORS_ORIGINS", "ADMIN_USERNAMES", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ import admin
 import auth
 import conversations
 import db
+import demo
 import hub
 import messages
 import realtime
@@ -42,7 +43,10 @@ logger = logging.getLogger("messageapp")
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Before `yield`: start-up, before the first request; after it: shutdown.
     init_db(db.engine)
+    if settings.DEMO_DATA:
+        demo.seed_demo_data(db.engine)
     app.state.turns = db.Turns()
     logger.info("Database ready: %s", db.engine.url.render_as_string(hide_password=True))
     async with hub.hub.running():  # live events flow while the app runs
