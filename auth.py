@@ -153,6 +153,8 @@ def decode_access_token(token: str) -> TokenPayload | None:
         return None
 
 
+# Only takes the token out of `Authorization: Bearer ...` (401 without one);
+# get_token_payload checks it. tokenUrl tells Swagger UI where to log in.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", scopes=SCOPE_DESCRIPTIONS)
 TokenDep = Annotated[str, Depends(oauth2_scheme)]
 
@@ -277,6 +279,8 @@ def forbidden(reason: str) -> dict[int, str]:
     return {403: f"{reason}; or {LACKS_SCOPE}"}
 
 
+# Read from a form body, as OAuth2 wants, which FastAPI parses with
+# python-multipart: without it, the @router.post below fails at import.
 LoginFormDep = Annotated[LoginForm, Form()]
 
 
@@ -297,6 +301,8 @@ def too_many(detail: str, retry_after: int) -> HTTPException:
     )
 
 
+# `@router.post("/token", ...)` registers the function below it as the route
+# when this module is imported, and returns it unchanged.
 router = APIRouter(tags=["auth"])
 
 

@@ -465,6 +465,8 @@ def conversation_public(
 
 
 def message_public(message: Message, author: User) -> MessagePublic:
+    # model_validate reads the row's attributes: SQLModel turns on Pydantic's
+    # from_attributes (once called orm_mode) for every class.
     return MessagePublic.model_validate(
         message, update={"author": UserPublic.model_validate(author)}
     )

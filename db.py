@@ -207,6 +207,8 @@ engine = create_db_engine(settings.DATABASE_URL)
 def open_session(bind: Engine, *, write: bool) -> Session:
     """A session; one meant for writing locks SQLite when its transaction begins
     (PostgreSQL needs no such thing: it locks the rows a transaction writes)."""
+    # What SQLAlchemy's `sessionmaker` does elsewhere; a function, because
+    # writing and reading sessions differ.
     if write:
         bind = bind.execution_options(sqlite_begin="IMMEDIATE")
     # Objects stay readable after commit, so a handler can build its response
@@ -251,6 +253,8 @@ def get_session(
     request: Request, _: Annotated[None, Depends(wait_for_turn, scope="function")]
 ) -> Iterator[Session]:
     """One session per request; anything but GET counts as a write."""
+    # The route runs while this waits at `yield`; then leaving `with` closes
+    # the session, rolling back whatever was not committed.
     with open_session(engine, write=request.method not in READ_METHODS) as session:
         yield session
 

@@ -59,6 +59,8 @@ WritableMessage = Annotated[
 ]
 
 
+# A plain `def`, like every route that queries the database: FastAPI runs it
+# in a worker thread, so its blocking queries never stall the event loop.
 @router.post(
     "/conversations/{conversation_id}/messages",
     status_code=status.HTTP_201_CREATED,

@@ -222,6 +222,8 @@ class MessageBase(SQLModel):
     client_id: ClientId | None = None
 
 
+# table=True: a SQLAlchemy table and a Pydantic model in one. It does not
+# validate when constructed; requests arrive as MessageCreate, which does.
 class Message(MessageBase, table=True):
     __table_args__ = (
         # History pages are keyset lookups on (conversation_id, id).

@@ -199,6 +199,9 @@ async def close(websocket: WebSocket, code: int, reason: str = "") -> None:
             pass
 
 
+# `async def`: a socket spends its life waiting, which costs the event loop
+# nothing, where a `def` would hold a worker thread for as long as it is open.
+# Its queries still go to threads (see handshake).
 @router.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Live events. Send `{"type": "auth", "token": "<jwt>"}` first, within 10 s;
