@@ -16,6 +16,7 @@ from models import (
     ConversationKind,
     ConversationPublic,
     JoinedEvent,
+    JSONRows,
     MemberAdd,
     ReadEvent,
     ReadMarker,
@@ -154,23 +155,23 @@ def create_conversation(
     return public
 
 
-@router.get("/conversations", summary="Your conversations")
+@router.get("/conversations", summary="Your conversations", response_model=list[ConversationPublic])
 def read_conversations(
     session: SessionDep, user: Reader, limit: Limit = 50, offset: Offset = 0
-) -> list[ConversationPublic]:
+) -> JSONRows:
     """The conversations you are a member of, latest activity first, each with
     its last message and your unread count."""
     conversations = crud.list_conversations(session, user, limit, offset)
-    return crud.conversation_publics(session, conversations, user)
+    return JSONRows(crud.conversation_page(session, conversations, user))
 
 
-@router.get("/channels", summary="All channels")
+@router.get("/channels", summary="All channels", response_model=list[ConversationPublic])
 def read_channels(
     session: SessionDep, user: Reader, limit: Limit = 50, offset: Offset = 0
-) -> list[ConversationPublic]:
+) -> JSONRows:
     """Every public channel, by title; `is_member` tells which ones you have joined."""
     channels = crud.list_channels(session, limit, offset)
-    return crud.conversation_publics(session, channels, user)
+    return JSONRows(crud.conversation_page(session, channels, user))
 
 
 @router.get(

@@ -233,30 +233,40 @@ class Turns:
         self.sqlite_writer = anyio.Semaphore(1)  # SQLite has one writer at a time
 
 
-async def wait_for_turn(request: Request) -> AsyncIterator[None]:
-    """Wait for a connection (and on SQLite, for the writer's turn); a request
-    that cannot have them within SQLITE_BUSY_TIMEOUT_SECONDS gets 503."""
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One session per request; anything but GET counts as a write.
+
+    The request first waits for a connection (and on SQLite, for the writer's
+    turn): see Turns. One that cannot have them within
+    SQLITE_BUSY_TIMEOUT_SECONDS gets 503.
+
+    `async def`, although the session is used from `def` code in worker
+    threads: making a session does no I/O (it connects at its first query),
+    and a `def` generator would cost two hops to a worker thread and back,
+    in and out, about a fifth of a history page's time.
+    """
     turns: Turns = request.app.state.turns
-    writes_to_sqlite = request.method not in READ_METHODS and is_sqlite(engine)
+    write = request.method not in READ_METHODS
     async with AsyncExitStack() as held:  # gives back whatever was taken
         try:
             with anyio.fail_after(settings.SQLITE_BUSY_TIMEOUT_SECONDS):
-                if writes_to_sqlite:
+                if write and is_sqlite(engine):
                     await held.enter_async_context(turns.sqlite_writer)
                 await held.enter_async_context(turns.connections)
         except TimeoutError:
             raise locked("waited in this process") from None
-        yield
-
-
-def get_session(
-    request: Request, _: Annotated[None, Depends(wait_for_turn, scope="function")]
-) -> Iterator[Session]:
-    """One session per request; anything but GET counts as a write."""
-    # The route runs while this waits at `yield`; then leaving `with` closes
-    # the session, rolling back whatever was not committed.
-    with open_session(engine, write=request.method not in READ_METHODS) as session:
-        yield session
+        session = open_session(engine, write=write)
+        try:
+            yield session  # the route runs while this waits here
+        finally:
+            # Closing rolls back whatever was not committed and hands the
+            # connection back to the pool. On SQLite that is a quick call into
+            # the library; on PostgreSQL a round trip, which waits in a worker
+            # thread rather than on the event loop.
+            if is_sqlite(engine):
+                session.close()
+            else:
+                await anyio.to_thread.run_sync(session.close)
 
 
 # scope="function": close the session (and end its transaction) as soon as the

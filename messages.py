@@ -13,6 +13,7 @@ from db import SessionDep
 from hub import Events, delete_message_for_all
 from models import (
     MAX_ID,
+    JSONRows,
     Message,
     MessageCreate,
     MessageEvent,
@@ -114,6 +115,7 @@ def create_message(
 @router.get(
     "/conversations/{conversation_id}/messages",
     summary="Read history",
+    response_model=list[MessagePublic],
     responses=error_responses({**NOT_VISIBLE, 422: "Both cursors given, or a bad limit"}),
 )
 def read_messages(
@@ -126,7 +128,7 @@ def read_messages(
     after: Annotated[
         int | None, Query(ge=0, le=MAX_ID, description="Messages newer than this id")
     ] = None,
-) -> list[MessagePublic]:
+) -> JSONRows:
     """A page of messages, oldest first. Tombstones of deleted messages are included.
 
     - no cursor: the newest `limit` messages;
@@ -139,8 +141,8 @@ def read_messages(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail="Give either before or after, not both",
         )
-    rows = crud.message_history(session, access.conversation, limit, before=before, after=after)
-    return [crud.message_public(message, author) for message, author in rows]
+    page = crud.message_history(session, access.conversation, limit, before=before, after=after)
+    return JSONRows(page)
 
 
 @router.get(
@@ -206,7 +208,7 @@ def delete_message(
     delete_message_for_all(session, message, user, events)
 
 
-@router.get("/search/messages", summary="Search your messages")
+@router.get("/search/messages", summary="Search your messages", response_model=list[MessagePublic])
 def search_messages(
     session: SessionDep,
     user: Reader,
@@ -215,9 +217,8 @@ def search_messages(
         int | None, Query(ge=1, le=MAX_ID, description="Only in this conversation")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> list[MessagePublic]:
+) -> JSONRows:
     """Messages containing `q`, ignoring case in any language (`MÜNCHEN` finds
     `München`), newest first. Only conversations you are a member of are
     searched; deleted messages never match. `%` and `_` match themselves."""
-    rows = crud.search_messages(session, user, q, conversation_id, limit)
-    return [crud.message_public(message, author) for message, author in rows]
+    return JSONRows(crud.search_messages(session, user, q, conversation_id, limit))

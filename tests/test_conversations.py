@@ -269,6 +269,38 @@ def test_read_channels(client: TestClient) -> None:
     )
 
 
+def test_lists_agree_with_one_conversation(client: TestClient) -> None:
+    """GET /conversations and /channels build their JSON from rows, GET
+    /conversations/{id} from the ConversationPublic model (crud.ConversationJSON):
+    the same conversation reads the same in both."""
+    alice = new_user(client, "alice")
+    bob = new_user(client, "bob")
+    client.patch("/users/me", json={"display_name": "Bob B."}, headers=bob)
+    direct = create_conversation(client, alice, kind="direct", members=["bob"])["id"]
+    group = create_conversation(client, alice, kind="group", title="G", members=["bob"])["id"]
+    channel = create_conversation(client, bob, kind="channel", title="news")["id"]
+    send(client, bob, direct, "unread by alice")
+    send(client, bob, channel, "in a channel alice has not joined")
+
+    def one(conversation_id: int) -> dict[str, Any]:
+        response = client.get(f"/conversations/{conversation_id}", headers=alice)
+        assert response.status_code == 200
+        return dict(response.json())
+
+    listed = client.get("/conversations", headers=alice).json()
+    assert listed == [one(c["id"]) for c in listed]
+    by_id = {c["id"]: c for c in listed}
+    assert by_id[direct]["unread_count"] == 1
+    assert by_id[direct]["last_message"]["author"]["display_name"] == "Bob B."
+    assert [m["username"] for m in by_id[group]["members"]] == ["alice", "bob"]
+    assert by_id[group]["last_message"] is None
+    channels = client.get("/channels", headers=alice).json()
+    assert channels == [one(c["id"]) for c in channels]
+    news = next(c for c in channels if c["id"] == channel)
+    assert news["is_member"] is False and news["members"] is None
+    assert news["last_message"]["content"] == "in a channel alice has not joined"
+
+
 # --- Visibility -------------------------------------------------------------------
 
 

@@ -224,6 +224,41 @@ def test_read_messages_includes_tombstones(client: TestClient) -> None:
     assert page[1]["content"] is None
 
 
+def test_pages_agree_with_one_message(client: TestClient) -> None:
+    """History and search build their JSON from rows, GET /messages/{id} from the
+    MessagePublic model (crud.MessageJSON): the same message reads the same."""
+    alice, bob, _, direct = _direct(client)
+    client.patch("/users/me", json={"display_name": "Alice A."}, headers=alice)
+    plain = send(client, alice, direct, "plain words")
+    edited = send(client, bob, direct, "words to edit")
+    client.patch(f"/messages/{edited['id']}", json={"content": "edited words"}, headers=bob)
+    gone = send(client, alice, direct, "words to delete")
+    client.delete(f"/messages/{gone['id']}", headers=alice)
+    retried = client.post(
+        f"/conversations/{direct}/messages",
+        json={"content": "retry-safe words", "client_id": "c-9"},
+        headers=bob,
+    ).json()
+
+    def one(message_id: int) -> dict[str, Any]:
+        response = client.get(f"/messages/{message_id}", headers=alice)
+        assert response.status_code == 200
+        return dict(response.json())
+
+    ids = [plain["id"], edited["id"], gone["id"], retried["id"]]
+    expected = [one(message_id) for message_id in ids]
+    assert expected[0]["author"]["display_name"] == "Alice A."
+    assert expected[1]["edited_at"] is not None
+    assert expected[2]["deleted"] is True and expected[2]["content"] is None
+    assert expected[3]["client_id"] == "c-9"
+    assert history(client, alice, direct) == expected
+    assert history(client, alice, direct, after=0) == expected
+    before = history(client, alice, direct, before=retried["id"] + 1)
+    assert before == expected
+    found = client.get("/search/messages", params={"q": "words"}, headers=alice).json()
+    assert found == [m for m in reversed(expected) if not m["deleted"]]
+
+
 # --- One message, edit and delete ---------------------------------------------
 
 
