@@ -14,8 +14,9 @@ from passlib.context import CryptContext
 from sqlmodel import Session
 
 import crud
+import db
 from config import settings
-from db import SessionDep
+from db import ReadSessionDep, SessionDep
 from hub import Events
 from models import (
     ATTEMPT_LOGIN_FAILURE,
@@ -322,7 +323,7 @@ router = APIRouter(tags=["auth"])
         ),
     },
 )
-def login(_: HashingSlot, session: SessionDep, form: LoginFormDep, ip: ClientIP) -> Token:
+def login(_: HashingSlot, session: ReadSessionDep, form: LoginFormDep, ip: ClientIP) -> Token:
     """Exchange a username (any case) and password for a bearer token.
 
     This is the OAuth2 password flow: the body is a form, not JSON, and the
@@ -351,17 +352,24 @@ def login(_: HashingSlot, session: SessionDep, form: LoginFormDep, ip: ClientIP)
         logger.warning("Login blocked for %s: too many failures", ip)
         raise too_many("Too many failed logins from your address; try again later", retry_after)
     user = crud.get_user_by_username(session, form.username)
-    # End the transaction before the deliberately slow hash: a write request
-    # holds SQLite's write lock while its transaction is open.
+    # End the read before the deliberately slow hash, so that no snapshot
+    # is held while it runs.
     session.commit()
     hashed = user.hashed_password if user is not None else DUMMY_HASH
-    if not verify_password(form.password, hashed) or user is None:
-        crud.record_login_failure(session, username_key, now)
-        # Not cleared by a success: one good account must not reset the count.
-        crud.record_attempt(session, ATTEMPT_LOGIN_FAILURE, ip, now, window)
+    password_ok = verify_password(form.password, hashed) and user is not None
+    # The few rows a login writes, in a write transaction of its own: this
+    # thread waits for SQLite's write lock (db.FairLock), which the Turns of
+    # db.py otherwise avoid; at most HASH_CONCURRENCY logins do so at once.
+    with db.open_session(db.engine, write=True) as writer:
+        if not password_ok:
+            crud.record_login_failure(writer, username_key, now)
+            # Not cleared by a success: one good account must not reset the count.
+            crud.record_attempt(writer, ATTEMPT_LOGIN_FAILURE, ip, now, window)
+        else:
+            crud.clear_login_failures(writer, username_key)
+    if not password_ok or user is None:
         logger.info("Failed login for %r", username_key)
         raise wrong_credentials("Incorrect username or password")
-    crud.clear_login_failures(session, username_key)
     # Only now, with the password right, may the answer depend on the account.
     if not user.active:
         raise wrong_credentials("Account deactivated")

@@ -18,7 +18,7 @@ import time
 import unicodedata
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -233,20 +233,12 @@ class Turns:
         self.sqlite_writer = anyio.Semaphore(1)  # SQLite has one writer at a time
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """One session per request; anything but GET counts as a write.
-
-    The request first waits for a connection (and on SQLite, for the writer's
-    turn): see Turns. One that cannot have them within
-    SQLITE_BUSY_TIMEOUT_SECONDS gets 503.
-
-    `async def`, although the session is used from `def` code in worker
-    threads: making a session does no I/O (it connects at its first query),
-    and a `def` generator would cost two hops to a worker thread and back,
-    in and out, about a fifth of a history page's time.
-    """
+@asynccontextmanager
+async def request_session(request: Request, *, write: bool) -> AsyncIterator[Session]:
+    """A request's session. It first waits for a connection (and to write on
+    SQLite, for the writer's turn): see Turns. A request that cannot have them
+    within SQLITE_BUSY_TIMEOUT_SECONDS gets 503."""
     turns: Turns = request.app.state.turns
-    write = request.method not in READ_METHODS
     async with AsyncExitStack() as held:  # gives back whatever was taken
         try:
             with anyio.fail_after(settings.SQLITE_BUSY_TIMEOUT_SECONDS):
@@ -269,9 +261,30 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
                 await anyio.to_thread.run_sync(session.close)
 
 
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One session per request; anything but GET counts as a write.
+
+    `async def`, although the session is used from `def` code in worker
+    threads: making a session does no I/O (it connects at its first query),
+    and a `def` generator would cost two hops to a worker thread and back,
+    in and out, about a fifth of a history page's time.
+    """
+    async with request_session(request, write=request.method not in READ_METHODS) as session:
+        yield session
+
+
+async def get_read_session(request: Request) -> AsyncIterator[Session]:
+    """A session that only reads, for a POST that must not hold the writer's
+    turn while it works: POST /token hashes for tens of milliseconds, and
+    writes its few rows afterwards in short sessions of its own."""
+    async with request_session(request, write=False) as session:
+        yield session
+
+
 # scope="function": close the session (and end its transaction) as soon as the
 # route returns, not after the response has been sent.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 
 
 # --- Migrations --------------------------------------------------------------

@@ -1,13 +1,21 @@
 """Many clients at once against one real SQLite file: nothing lost, nothing doubled."""
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx2 as httpx
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import create_conversation, general_id, history, new_user
+import auth
+from tests.helpers import PASSWORD, create_conversation, general_id, history, new_user
 
 THREADS = 8
 PER_THREAD = 25
+
+
+def login_response(client: TestClient, username: str) -> httpx.Response:
+    return client.post("/token", data={"username": username, "password": PASSWORD})
 
 
 def test_concurrent_sends_lose_nothing(client: TestClient) -> None:
@@ -90,3 +98,32 @@ def test_more_requests_at_once_than_worker_threads(client: TestClient) -> None:
 
     assert statuses == [201, 200] * 120
     assert len(history(client, alice, general, limit=200, after=0)) == 120
+
+
+def test_messages_are_sent_while_a_login_hashes(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A login's password check takes tens of milliseconds on purpose; writes
+    must not wait for it (on SQLite, a login once held the writer's turn)."""
+    alice = new_user(client, "alice")
+    general = general_id(client, alice)
+    hashing, release = threading.Event(), threading.Event()
+    real_verify = auth.verify_password
+
+    def slow_verify(password: str, hashed: str) -> bool:
+        hashing.set()
+        release.wait(timeout=30)  # a hash that lasts until the test says
+        return real_verify(password, hashed)
+
+    monkeypatch.setattr(auth, "verify_password", slow_verify)
+    with ThreadPoolExecutor(1) as pool:
+        login = pool.submit(login_response, client, "alice")
+        assert hashing.wait(timeout=10)
+        sent = client.post(
+            f"/conversations/{general}/messages", json={"content": "hi"}, headers=alice
+        )
+        still_hashing = not login.done()
+        release.set()
+        assert login.result().status_code == 200
+    assert sent.status_code == 201
+    assert still_hashing  # the message went through while the login was hashing
