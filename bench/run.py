@@ -477,7 +477,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3_000)
     parser.add_argument("--conversations", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--seconds", type=int, default=5, help="per run (wrk takes whole seconds)")
     parser.add_argument("--sockets", type=int, default=1_000)
     parser.add_argument("--quick", action="store_true", help="a small, fast run to try it out")
     args = parser.parse_args()

@@ -2,7 +2,10 @@
 
 import base64
 import json
+import os
 import statistics
+import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -306,3 +309,11 @@ def test_login_success_resets_failures(client: TestClient) -> None:
     login(client, "alice")
     _fail_logins(client, "alice", settings.LOGIN_MAX_FAILURES - 1)
     assert login(client, "alice")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+def test_password_hashing_runs_at_a_lower_cpu_priority() -> None:
+    """So that a login flood leaves the CPU to other requests (README, Performance)."""
+    thread_id = auth.hashing_pool.submit(threading.get_native_id).result()
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert os.getpriority(os.PRIO_PROCESS, thread_id) == mine + auth.HASH_NICENESS
