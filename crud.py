@@ -385,159 +385,6 @@ def mark_read(session: Session, membership: Membership, message_id: int) -> bool
     return result.rowcount == 1
 
 
-# Lists of conversations are read as rows and sent as dicts of
-# ConversationPublic's shape, as pages of messages are (see MessageJSON): a
-# page of 50 holds some 400 users and messages, and validating each as a
-# model took most of its 20 ms. tests/test_conversations.py checks that both
-# forms agree.
-ConversationJSON = dict[str, Any]
-CONVERSATION_COLUMNS = (
-    col(Conversation.id),
-    col(Conversation.kind),
-    col(Conversation.title),
-    col(Conversation.created_at),
-)
-
-
-class ConversationLike(Protocol):
-    """What `conversation_page` reads: a Conversation, or a row of CONVERSATION_COLUMNS."""
-
-    @property
-    def id(self) -> int | None: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def title(self) -> str | None: ...
-    @property
-    def created_at(self) -> datetime: ...
-
-
-def list_conversations(session: Session, user: User, limit: int, offset: int) -> Sequence[Any]:
-    """The user's conversations (rows of CONVERSATION_COLUMNS), latest activity
-    (last message, else creation) first."""
-    last_message_at = (
-        select(Message.created_at)
-        .where(Message.conversation_id == Conversation.id)
-        .order_by(col(Message.id).desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    activity = func.coalesce(last_message_at, Conversation.created_at)
-    return session.exec(
-        select(*CONVERSATION_COLUMNS)
-        .join(Membership, col(Membership.conversation_id) == Conversation.id)
-        .where(Membership.user_id == user.id)
-        .order_by(activity.desc(), col(Conversation.id).desc())
-        .offset(offset)
-        .limit(limit)
-    ).all()
-
-
-def list_channels(session: Session, limit: int, offset: int) -> Sequence[Any]:
-    """Rows of CONVERSATION_COLUMNS, by title."""
-    return session.exec(
-        select(*CONVERSATION_COLUMNS)
-        .where(Conversation.kind == ConversationKind.channel)
-        .order_by(col(Conversation.channel_key))
-        .offset(offset)
-        .limit(limit)
-    ).all()
-
-
-def conversation_page(
-    session: Session, conversations: Sequence[ConversationLike], viewer: User
-) -> list[ConversationJSON]:
-    """Each conversation as `viewer` sees it (ConversationPublic's JSON), in five queries."""
-    if not conversations:
-        return []
-    ids = [c.id for c in conversations]
-    in_page = col(Membership.conversation_id).in_(ids)
-
-    mine = set(
-        session.exec(
-            select(Membership.conversation_id).where(in_page, Membership.user_id == viewer.id)
-        )
-    )
-    counts = dict(
-        session.exec(
-            select(Membership.conversation_id, func.count())
-            .where(in_page)
-            .group_by(col(Membership.conversation_id))
-        ).all()
-    )
-
-    # Member lists for direct and group conversations (channels have none).
-    members: dict[int | None, list[dict[str, Any]]] = defaultdict(list)
-    private_ids = [c.id for c in conversations if c.kind != ConversationKind.channel]
-    if private_ids:
-        rows = session.exec(
-            select(col(Membership.conversation_id), *USER_COLUMNS)  # type: ignore[call-overload]
-            .join(User, col(User.id) == Membership.user_id)
-            .where(col(Membership.conversation_id).in_(private_ids))
-            .order_by(_lower_username())
-        )
-        for row in rows:
-            members[row[0]].append(user_json(row[1:]))
-
-    # Each conversation's newest message: max(id) per conversation is one
-    # index lookup each, where a GROUP BY would read every message.
-    newer = aliased(Message)
-    newest_id = (
-        select(func.max(newer.id)).where(newer.conversation_id == Conversation.id).scalar_subquery()
-    )
-    newest_ids = select(newest_id).where(col(Conversation.id).in_(ids))
-    last: dict[int | None, MessageJSON] = {}
-    for row in session.exec(MESSAGE_ROWS.where(col(Message.id).in_(newest_ids))):
-        message = message_json(row)
-        last[message["conversation_id"]] = message
-
-    unread: dict[int | None, int] = dict(
-        session.exec(
-            select(Message.conversation_id, func.count())
-            .join(Membership, _membership_of(viewer))
-            .where(
-                col(Message.conversation_id).in_(ids),
-                col(Message.id) > Membership.last_read_message_id,
-                Message.author_id != viewer.id,
-                Message.deleted == false(),
-            )
-            .group_by(col(Message.conversation_id))
-        ).all()
-    )
-
-    return [
-        {
-            "id": c.id,
-            "kind": c.kind,
-            "title": c.title,
-            "created_at": c.created_at,
-            "member_count": counts.get(c.id, 0),
-            "members": None if c.kind == ConversationKind.channel else members[c.id],
-            "is_member": c.id in mine,
-            "last_message": last.get(c.id),
-            "unread_count": unread.get(c.id, 0),
-        }
-        for c in conversations
-    ]
-
-
-def conversation_public(
-    session: Session, conversation: Conversation, viewer: User
-) -> ConversationPublic:
-    return ConversationPublic.model_validate(conversation_page(session, [conversation], viewer)[0])
-
-
-# --- Messages --------------------------------------------------------------
-
-
-def message_public(message: Message, author: User) -> MessagePublic:
-    # model_validate reads the row's attributes: SQLModel turns on Pydantic's
-    # from_attributes (once called orm_mode) for every class.
-    return MessagePublic.model_validate(
-        message, update={"author": UserPublic.model_validate(author)}
-    )
-
-
 # Pages of messages (history, search) are read as plain rows and sent as
 # dicts of MessagePublic's shape: loading 50 messages with their authors as
 # ORM objects and validating 50 MessagePublic models takes about 3 ms of CPU,
@@ -597,23 +444,181 @@ def message_json(row: Row[Any]) -> MessageJSON:
     }
 
 
+# Lists of conversations are read as rows and sent as dicts of
+# ConversationPublic's shape, as pages of messages are (see MessageJSON): a
+# page of 50 holds some 400 users and messages, and validating each as a
+# model took most of its 20 ms. tests/test_conversations.py checks that both
+# forms agree.
+ConversationJSON = dict[str, Any]
+CONVERSATION_COLUMNS = (
+    col(Conversation.id),
+    col(Conversation.kind),
+    col(Conversation.title),
+    col(Conversation.created_at),
+)
+
+
+class ConversationLike(Protocol):
+    """What `conversation_page` reads: a Conversation, or a row of CONVERSATION_COLUMNS."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def title(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+# The queries of a page of conversations, built once (see NEWEST_PAGE); `ids`
+# is the page's conversation ids, `viewer_id` the user who reads it.
+_last_message_at = (
+    select(Message.created_at)
+    .where(Message.conversation_id == Conversation.id)
+    .order_by(col(Message.id).desc())
+    .limit(1)
+    .scalar_subquery()
+)
+MY_CONVERSATIONS = (
+    select(*CONVERSATION_COLUMNS)
+    .join(Membership, col(Membership.conversation_id) == Conversation.id)
+    .where(Membership.user_id == bindparam("viewer_id"))
+    .order_by(func.coalesce(_last_message_at, Conversation.created_at).desc())
+    .order_by(col(Conversation.id).desc())
+    .offset(bindparam("offset"))
+    .limit(bindparam("limit"))
+)
+CHANNELS = (
+    select(*CONVERSATION_COLUMNS)
+    .where(Conversation.kind == ConversationKind.channel)
+    .order_by(col(Conversation.channel_key))
+    .offset(bindparam("offset"))
+    .limit(bindparam("limit"))
+)
+_in_page = col(Membership.conversation_id).in_(bindparam("ids", expanding=True))
+VIEWER_IS_MEMBER = select(Membership.conversation_id).where(
+    _in_page, Membership.user_id == bindparam("viewer_id")
+)
+MEMBER_COUNTS = (
+    select(Membership.conversation_id, func.count())
+    .where(_in_page)
+    .group_by(col(Membership.conversation_id))
+)
+MEMBERS = (
+    select(col(Membership.conversation_id), *USER_COLUMNS)  # type: ignore[call-overload]
+    .join(User, col(User.id) == Membership.user_id)
+    .where(_in_page)
+    .order_by(_lower_username())
+)
+# Each conversation's newest message: max(id) per conversation is one index
+# lookup each, where a GROUP BY would read every message.
+_newer = aliased(Message)
+_newest_id = (
+    select(func.max(_newer.id)).where(_newer.conversation_id == Conversation.id).scalar_subquery()
+)
+LAST_MESSAGES = MESSAGE_ROWS.where(
+    col(Message.id).in_(
+        select(_newest_id).where(col(Conversation.id).in_(bindparam("ids", expanding=True)))
+    )
+)
+UNREAD_COUNTS = (
+    select(Message.conversation_id, func.count())
+    .join(
+        Membership,
+        and_(
+            col(Membership.conversation_id) == Message.conversation_id,
+            col(Membership.user_id) == bindparam("viewer_id"),
+        ),
+    )
+    .where(
+        col(Message.conversation_id).in_(bindparam("ids", expanding=True)),
+        col(Message.id) > Membership.last_read_message_id,
+        Message.author_id != bindparam("viewer_id"),
+        Message.deleted == false(),
+    )
+    .group_by(col(Message.conversation_id))
+)
+
+
+def list_conversations(session: Session, user: User, limit: int, offset: int) -> Sequence[Any]:
+    """The user's conversations (rows of CONVERSATION_COLUMNS), latest activity
+    (last message, else creation) first."""
+    params = {"viewer_id": user.id, "limit": limit, "offset": offset}
+    return session.connection().execute(MY_CONVERSATIONS, params).all()
+
+
+def list_channels(session: Session, limit: int, offset: int) -> Sequence[Any]:
+    """Rows of CONVERSATION_COLUMNS, by title."""
+    return session.connection().execute(CHANNELS, {"limit": limit, "offset": offset}).all()
+
+
+def conversation_page(
+    session: Session, conversations: Sequence[ConversationLike], viewer: User
+) -> list[ConversationJSON]:
+    """Each conversation as `viewer` sees it (ConversationPublic's JSON), in five queries."""
+    if not conversations:
+        return []
+    connection = session.connection()
+    ids = [c.id for c in conversations]
+    page = {"ids": ids, "viewer_id": viewer.id}
+    mine = set(connection.execute(VIEWER_IS_MEMBER, page).scalars())
+    counts: dict[int | None, int] = {
+        row[0]: row[1] for row in connection.execute(MEMBER_COUNTS, page)
+    }
+    # Member lists for direct and group conversations (channels have none).
+    members: dict[int | None, list[dict[str, Any]]] = defaultdict(list)
+    private = {"ids": [c.id for c in conversations if c.kind != ConversationKind.channel]}
+    if private["ids"]:
+        for row in connection.execute(MEMBERS, private):
+            members[row[0]].append(user_json(row[1:]))
+    last: dict[int | None, MessageJSON] = {}
+    for row in connection.execute(LAST_MESSAGES, page):
+        message = message_json(row)
+        last[message["conversation_id"]] = message
+    unread: dict[int | None, int] = {
+        row[0]: row[1] for row in connection.execute(UNREAD_COUNTS, page)
+    }
+
+    return [
+        {
+            "id": c.id,
+            "kind": c.kind,
+            "title": c.title,
+            "created_at": c.created_at,
+            "member_count": counts.get(c.id, 0),
+            "members": None if c.kind == ConversationKind.channel else members[c.id],
+            "is_member": c.id in mine,
+            "last_message": last.get(c.id),
+            "unread_count": unread.get(c.id, 0),
+        }
+        for c in conversations
+    ]
+
+
+def conversation_public(
+    session: Session, conversation: Conversation, viewer: User
+) -> ConversationPublic:
+    return ConversationPublic.model_validate(conversation_page(session, [conversation], viewer)[0])
+
+
+# --- Messages --------------------------------------------------------------
+
+
+def message_public(message: Message, author: User) -> MessagePublic:
+    # model_validate reads the row's attributes: SQLModel turns on Pydantic's
+    # from_attributes (once called orm_mode) for every class.
+    return MessagePublic.model_validate(
+        message, update={"author": UserPublic.model_validate(author)}
+    )
+
+
 def _membership_of(viewer: User) -> ColumnElement[bool]:
     """Join condition: `viewer`'s membership of the message's conversation."""
     return and_(
         col(Membership.conversation_id) == Message.conversation_id,
         col(Membership.user_id) == viewer.id,
     )
-
-
-def _with_authors(
-    session: Session, *conditions: ColumnElement[bool]
-) -> Sequence[tuple[Message, User]]:
-    return session.exec(
-        select(Message, User)
-        .join(User, col(User.id) == Message.author_id)
-        .where(*conditions)
-        .order_by(col(Message.id))
-    ).all()
 
 
 def latest_message_id(session: Session, conversation: Conversation) -> int:
