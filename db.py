@@ -139,8 +139,9 @@ def create_db_engine(url: str) -> Engine:
             url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
         )
 
-    # One connection per request thread: FastAPI runs `def` routes in a
-    # threadpool, so a connection is created in one thread and used in another.
+    # A connection serves one request at a time, but not one thread: FastAPI
+    # runs each `def` dependency and the route in whichever worker thread is
+    # free, so a connection made in one thread is used in others.
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False},
@@ -220,8 +221,8 @@ class Turns:
     """What a request waits for on the event loop before its first query.
 
     A request keeps its connection (and, writing to SQLite, the write lock)
-    from its first query to its last, across several worker threads: its
-    dependencies run in one, the route in the next. Were it to wait for them
+    from its first query to its last, across several worker threads: each
+    `def` dependency and the route run in whichever one is free. Were it to wait for them
     *in* a worker thread, enough waiters would take every thread, and those
     holding a connection could never take the next one to finish: the service
     would hang until timeouts fired. Waiting here holds no thread. Made in
@@ -262,12 +263,13 @@ async def request_session(request: Request, *, write: bool) -> AsyncIterator[Ses
 
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
-    """One session per request; anything but GET counts as a write.
+    """One session per request; anything but GET, HEAD and OPTIONS counts as a write.
 
     `async def`, although the session is used from `def` code in worker
-    threads: making a session does no I/O (it connects at its first query),
-    and a `def` generator would cost two hops to a worker thread and back,
-    in and out, about a fifth of a history page's time.
+    threads: making a session does no I/O (it connects at its first query, in
+    the thread of the first `def` that queries), and a `def` generator would
+    cost two hops to a worker thread and back, in and out, about a fifth of a
+    history page's time.
     """
     async with request_session(request, write=request.method not in READ_METHODS) as session:
         yield session

@@ -118,7 +118,9 @@ def seed_demo_data(bind: Engine) -> None:
             _seed(session)
     if has_users:
         if demo_there:
-            logger.info("Demo data is there already; nothing added")
+            logger.info(
+                "Demo data is there already; nothing added. Its logins, unless changed since:"
+            )
             _log_logins()
         else:
             logger.warning("DEMO_DATA is set, but the database has users: no demo data added")
