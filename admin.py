@@ -1,7 +1,7 @@
 """Routes for admins: the user list, locking accounts, removing any message.
 
-Every route here needs a token with the `admin` scope, which only users
-named in ADMIN_USERNAMES can get (see auth.ROLE_SCOPES). The router checks
+Every route here needs a token with the `admin` scope, which only admins can
+get (see auth.ROLE_SCOPES); admins are made on the command line (manage.py). The router checks
 it once for all of them; a route that needs the admin's own record takes
 `Admin` as well, which FastAPI answers from the same cached check.
 """
@@ -44,7 +44,7 @@ def read_users_admin(
     session: SessionDep,
     q: Annotated[str, Query(max_length=32, description="Username prefix, any case"), NoNul] = "",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> list[UserAdminPublic]:
     """Users whose username starts with `q` (ignoring case), in username
     order, each with `role` and `active`."""

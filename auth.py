@@ -119,8 +119,8 @@ UNSCOPED_TOKEN_SCOPES = (Scope.read, Scope.write)
 
 def granted_scopes(user: User, payload: TokenPayload) -> set[str]:
     """What the token may do now: the scopes it was given, within those the
-    user's role still allows (an admin removed from ADMIN_USERNAMES loses
-    `admin` at the next start, whatever their tokens say)."""
+    user's role still allows (an admin made a member loses `admin` at once,
+    whatever their tokens say)."""
     given = UNSCOPED_TOKEN_SCOPES if payload.scope is None else payload.scope.split()
     return set(given) & set(ROLE_SCOPES[user.role])
 

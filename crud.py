@@ -82,8 +82,9 @@ def create_user(session: Session, user_in: UserCreate, hashed_password: str) -> 
     """Create the user and make them a member of `general`; None if the name is taken."""
     if get_user_by_username(session, user_in.username) is not None:
         return None
-    role = Role.admin if user_in.username.lower() in settings.admin_usernames else Role.member
-    user = User.model_validate(user_in, update={"hashed_password": hashed_password, "role": role})
+    # Never an admin, whatever the name: admins are made on the command line
+    # (manage.py), or named in ADMIN_USERNAMES once their account exists.
+    user = User.model_validate(user_in, update={"hashed_password": hashed_password})
     session.add(user)
     try:
         session.flush()
@@ -119,6 +120,15 @@ def set_password(session: Session, user: User, hashed_password: str) -> bool:
     )
     session.commit()
     return result.rowcount == 1
+
+
+def set_role(session: Session, user: User, role: Role) -> None:
+    """Make `user` an admin (active again, if deactivated) or a member."""
+    values: dict[str, object] = {"role": role}
+    if role == Role.admin:
+        values["active"] = True
+    session.exec(update(User).where(col(User.id) == user.id).values(**values))
+    session.commit()
 
 
 def deactivate_user(session: Session, user: User) -> None:

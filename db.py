@@ -26,12 +26,14 @@ import anyio
 from alembic import command
 from alembic.config import Config
 from fastapi import Depends, Request
-from sqlalchemy import Connection, Engine, event, func, inspect, update
+from sqlalchemy import Connection, Engine, event, func, inspect, make_url, update
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine, select
 
 from config import settings
 from models import Conversation, ConversationKind, Role, User
+
+logger = logging.getLogger("messageapp.db")
 
 GENERAL_CHANNEL = "general"
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -334,9 +336,9 @@ def migrate(connection: Connection) -> None:
 
 
 def init_db(bind: Engine) -> None:
-    """Migrate, create the `general` channel, and apply ADMIN_USERNAMES (roles,
-    and reactivating the admins listed): all under the migration lock, so
-    processes starting together take turns."""
+    """Migrate, create the `general` channel, and make the accounts named in
+    ADMIN_USERNAMES active admins: all under the migration lock, so processes
+    starting together take turns."""
     with migration_lock(bind) as connection:
         migrate(connection)
         # Joins the lock's transaction, which commits when the block ends.
@@ -356,11 +358,20 @@ def _set_up_data(session: Session) -> None:
                 channel_key=GENERAL_CHANNEL,
             )
         )
-    # A name removed from ADMIN_USERNAMES is a member again after a restart.
-    # A listed admin is active again: an operator locked out by another
-    # admin lists themselves and restarts.
-    admins = settings.admin_usernames
-    is_admin = func.lower(User.username).in_(admins)
-    session.exec(update(User).where(is_admin).values(role=Role.admin, active=True))
-    session.exec(update(User).where(~is_admin).values(role=Role.member))
+    # Only accounts that exist: were a listed name granted admin at sign-up,
+    # whoever registered it first on a new server would own it. A listed
+    # admin is active again too: an operator locked out by another admin
+    # lists themselves and restarts.
+    listed = settings.admin_usernames
+    if listed:
+        is_listed = func.lower(User.username).in_(listed)
+        session.exec(update(User).where(is_listed).values(role=Role.admin, active=True))
+        found = set(session.exec(select(func.lower(User.username)).where(is_listed)))
+        for name in sorted(listed - found):
+            logger.warning(
+                "ADMIN_USERNAMES names %r, which has no account: create it with "
+                "`python -m manage create-admin %s`",
+                name,
+                name,
+            )
     session.flush()

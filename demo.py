@@ -1,6 +1,6 @@
 """Demo data: with DEMO_DATA=1, an empty database gets a few users, a busy
 channel, a group and a direct conversation at start, so that `/` and `/docs`
-have something to show at once (`make demo`).
+have something to show at once (`make demo`). alice is an admin.
 
 Only a database without any user is filled: an operator's data is never
 touched. Everything goes through the same crud functions and password
@@ -23,6 +23,7 @@ from models import (
     ConversationKind,
     Message,
     MessageCreate,
+    Role,
     User,
     UserCreate,
     utcnow,
@@ -33,7 +34,7 @@ logger = logging.getLogger("messageapp.demo")
 # Known on purpose, and printed at start: never run demo mode on a server
 # that strangers can reach.
 DEMO_PASSWORD = "demo-password"
-# username, display name
+# username, display name (alice is also an admin)
 DEMO_USERS = [
     ("alice", "Alice Liddell"),
     ("bob", "Bob Chen"),
@@ -135,7 +136,10 @@ def seed_demo_data(bind: Engine) -> None:
 
 def _log_logins() -> None:
     for username, display_name in DEMO_USERS:
-        logger.info("Demo login: %-6s password: %s  (%s)", username, DEMO_PASSWORD, display_name)
+        role = ", an admin" if username == "alice" else ""
+        logger.info(
+            "Demo login: %-6s password: %s  (%s%s)", username, DEMO_PASSWORD, display_name, role
+        )
 
 
 def _seed(session: Session) -> None:
@@ -149,6 +153,8 @@ def _seed(session: Session) -> None:
         assert user is not None  # the database had no users
         users.append(user)
     alice, bob, carol, dave = users
+    # An admin, so the admin routes have someone to show them with.
+    crud.set_role(session, alice, Role.admin)
 
     general = session.exec(
         select(Conversation).where(Conversation.channel_key == db.GENERAL_CHANNEL)

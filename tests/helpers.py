@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
-from config import settings
+import manage
 from hub import CLOSE_UNAUTHORIZED
 
 PASSWORD = "correct horse battery staple"
@@ -49,10 +49,12 @@ def new_user(client: TestClient, username: str) -> Headers:
     return bearer(login(client, username))
 
 
-def new_admin(client: TestClient, monkeypatch: pytest.MonkeyPatch, username: str) -> Headers:
-    """Sign up `username` as named in ADMIN_USERNAMES; headers with a full token."""
-    monkeypatch.setattr(settings, "ADMIN_USERNAMES", [*settings.ADMIN_USERNAMES, username])
-    return new_user(client, username)
+def new_admin(client: TestClient, username: str) -> Headers:
+    """Sign up `username`, make them an admin as an operator does (`python -m
+    manage create-admin`), and return headers carrying a token with `admin`."""
+    signup(client, username)
+    assert manage.main(["create-admin", username]) == 0
+    return bearer(login(client, username))
 
 
 def create_conversation(client: TestClient, headers: Headers, **body: Any) -> dict[str, Any]:

@@ -49,11 +49,7 @@ class Server:
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL")}
-        env["DATA_DIR"] = str(self.data_dir)
-        if database.POSTGRES:
-            env["DATABASE_URL"] = database.postgres_url()
-        env.update(self.env)
+        env = environment(self.data_dir, **self.env)
         self.process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port)),
@@ -99,6 +95,30 @@ class Server:
             token = http.post("/token", data={"username": username, "password": PASSWORD})
             assert token.status_code == 200, token.text
         return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+def environment(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a server (or a command) on `data_dir`, and on this
+    run's PostgreSQL database when the tests run on PostgreSQL."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DATABASE_URL")}
+    env["DATA_DIR"] = str(data_dir)
+    if database.POSTGRES:
+        env["DATABASE_URL"] = database.postgres_url()
+    return env | settings
+
+
+def manage(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """`python -m manage ARGS` on `data_dir`, as an operator runs it beside the
+    server (or with `docker exec`), its standard input not a terminal."""
+    return subprocess.run(
+        [sys.executable, "-m", "manage", *args],
+        cwd=ROOT,
+        env=environment(data_dir),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 import db
+from config import settings
 from tests.helpers import (
     PASSWORD,
     WRONG_CREDENTIALS,
@@ -25,7 +26,7 @@ from tests.helpers import (
 @pytest.fixture
 def root(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> Headers:
     """An admin's full token (read, write and admin)."""
-    return new_admin(client, monkeypatch, "root")
+    return new_admin(client, "root")
 
 
 def login_response(client: TestClient, username: str, password: str = PASSWORD) -> Any:
@@ -174,7 +175,7 @@ def test_deactivate_yourself_is_refused(client: TestClient, root: Headers) -> No
 def test_deactivate_another_admin(
     client: TestClient, root: Headers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    new_admin(client, monkeypatch, "second")
+    new_admin(client, "second")
     assert client.post("/admin/users/second/deactivate", headers=root).status_code == 204
     assert login_response(client, "second").status_code == 401
 
@@ -333,11 +334,11 @@ def test_admin_deletes_unknown_message(client: TestClient, root: Headers) -> Non
 def test_start_reactivates_the_listed_admins(
     client: TestClient, engine: Engine, root: Headers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An operator locked out by another admin lists themselves (root is
-    listed already) and restarts."""
-    second = new_admin(client, monkeypatch, "second")
+    """An operator locked out by another admin lists themselves and restarts."""
+    second = new_admin(client, "second")
     assert client.post("/admin/users/root/deactivate", headers=second).status_code == 204
     assert login_response(client, "root").status_code == 401
+    monkeypatch.setattr(settings, "ADMIN_USERNAMES", ["root"])
     db.init_db(engine)  # what a restart does
     assert login_response(client, "root").status_code == 200
     assert client.get("/users/me", headers=root).status_code == 401  # old tokens stay dead

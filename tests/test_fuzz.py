@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
 from main import app
-from tests.server import Server, running
+from tests.server import PASSWORD, Server, manage, running
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,9 @@ REVOKING = {("POST", "/logout"), ("PUT", "/users/me/password")}
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # An admin, so the admin routes are fuzzed too, not only refused with 403.
     data_dir = tmp_path_factory.mktemp("fuzz") / "data"
-    with running(data_dir, ADMIN_USERNAMES="fuzzer") as server:
+    made = manage(data_dir, "create-admin", "fuzzer", stdin=f"{PASSWORD}\n")
+    assert made.returncode == 0, made.stderr
+    with running(data_dir) as server:
         yield server
     assert "Traceback" not in server.log.read_text()  # nothing failed unseen
 

@@ -15,6 +15,7 @@ from jose import jwt
 from sqlalchemy import Engine
 
 import db
+import manage
 from config import settings
 from hub import CLOSE_FORBIDDEN
 from main import app
@@ -169,7 +170,7 @@ def test_login_grants_every_scope_of_the_role_by_default(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     new_user(client, "alice")
-    new_admin(client, monkeypatch, "root")
+    new_admin(client, "root")
     for username, scope in [("alice", f"{READ} {WRITE}"), ("root", f"{READ} {WRITE} {ADMIN}")]:
         response = client.post("/token", data={"username": username, "password": PASSWORD})
         assert response.status_code == 200
@@ -239,7 +240,7 @@ def test_login_bad_scope_with_wrong_password_is_a_wrong_password(client: TestCli
 
 
 def test_login_admin_may_ask_for_less(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    new_admin(client, monkeypatch, "root")
+    new_admin(client, "root")
     form = {"username": "root", "password": PASSWORD, "scope": READ}
     response = client.post("/token", data=form)
     assert response.status_code == 200
@@ -320,7 +321,7 @@ def test_admin_routes_need_the_admin_scope(
     if who == "member":
         headers = bearer(login(client, "carol"))
     else:
-        new_admin(client, monkeypatch, "root")
+        new_admin(client, "root")
         headers = scope_of(client, "root", f"{READ} {WRITE}")
     assert_needs_scope(call(client, headers, method, path, values), ADMIN)
 
@@ -329,19 +330,17 @@ def test_admin_only_token_cannot_read_messages(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     setting(client)
-    new_admin(client, monkeypatch, "root")
+    new_admin(client, "root")
     admin_only = scope_of(client, "root", ADMIN)
     assert client.get("/admin/users", headers=admin_only).status_code == 200
     assert_needs_scope(client.get("/users", headers=admin_only), READ)
 
 
-def test_admin_removed_from_the_list_loses_admin_after_restart(
-    client: TestClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = new_admin(client, monkeypatch, "root")
+def test_admin_made_a_member_loses_admin_at_once(client: TestClient) -> None:
+    """`python -m manage remove-admin`: the role decides, whatever the token says."""
+    root = new_admin(client, "root")
     assert client.get("/admin/users", headers=root).status_code == 200
-    monkeypatch.setattr(settings, "ADMIN_USERNAMES", [])
-    db.init_db(engine)  # what a restart does
+    assert manage.main(["remove-admin", "root"]) == 0
     assert_needs_scope(client.get("/admin/users", headers=root), ADMIN)
     assert client.get("/users/me", headers=root).json()["role"] == "member"
     response = client.post("/token", data={"username": "root", "password": PASSWORD})
@@ -366,7 +365,7 @@ def test_token_from_before_scopes_reads_and_writes_but_never_administers(
 ) -> None:
     """Tokens issued before scopes existed have no `scope` claim: they keep
     what they could do then (everything but the admin routes, which are new)."""
-    root = new_admin(client, monkeypatch, "root")
+    root = new_admin(client, "root")
     me = client.get("/users/me", headers=root).json()
     now = int(time.time())
     claims = {"sub": str(me["id"]), "iat": now, "exp": now + 600, "jti": "old", "ver": 0}
@@ -431,7 +430,7 @@ def test_ws_needs_the_read_scope(client: TestClient) -> None:
 def test_ws_refuses_an_admin_only_token(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    new_admin(client, monkeypatch, "root")
+    new_admin(client, "root")
     admin_only = scope_of(client, "root", ADMIN)
     with client.websocket_connect("/ws") as ws:
         ws.send_json({"type": "auth", "token": token_of(admin_only)})
