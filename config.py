@@ -1,5 +1,6 @@
 """Settings, read once from environment variables when the app starts."""
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -67,25 +68,42 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def resolve_defaults(self) -> "Settings":
-        self.DATA_DIR.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.DATA_DIR)
         if not self.DATABASE_URL:
             self.DATABASE_URL = f"sqlite:///{self.DATA_DIR / 'messageapp.db'}"
         if self.SECRET_KEY:
-            if (
-                len(self.SECRET_KEY) < MIN_SECRET_KEY_LENGTH
-                or self.SECRET_KEY.lower() in PLACEHOLDER_KEYS
-            ):
-                raise ValueError(
-                    f"SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} random "
-                    "characters (or unset, to generate one into DATA_DIR)"
-                )
+            check_secret_key(self.SECRET_KEY, "SECRET_KEY")
         else:
-            self.SECRET_KEY = load_or_create_secret_key(self.DATA_DIR / SECRET_KEY_FILE)
+            path = self.DATA_DIR / SECRET_KEY_FILE
+            self.SECRET_KEY = check_secret_key(load_or_create_secret_key(path), str(path))
         return self
 
     @property
     def admin_usernames(self) -> set[str]:
         return {name.lower() for name in self.ADMIN_USERNAMES}
+
+
+def check_secret_key(key: str, source: str) -> str:
+    """The key, if it is fit to sign tokens: wherever it comes from, an empty
+    (a `touch`ed file, an empty mounted secret), short or tutorial key would
+    let anybody forge them."""
+    if len(key.strip()) < MIN_SECRET_KEY_LENGTH or key.lower() in PLACEHOLDER_KEYS:
+        raise ValueError(
+            f"{source}: the key must be at least {MIN_SECRET_KEY_LENGTH} random characters. "
+            "Unset SECRET_KEY and delete the key file to have one generated (every "
+            "token issued so far then stops working), or put a real key there"
+        )
+    return key
+
+
+def make_private_dir(path: Path) -> None:
+    """DATA_DIR, private to the service's user (700): the database, its key
+    and what users upload are nobody else's to read on this machine."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        path.chmod(0o700)  # made earlier with the usual umask (755)
+    except PermissionError:  # someone else's folder, lent to us: say so, go on
+        logging.getLogger("messageapp").warning("Cannot make %s private (chmod 700)", path)
 
 
 def load_or_create_secret_key(path: Path) -> str:

@@ -132,6 +132,23 @@ def begin_immediate(connection: Any, deadline: float) -> None:
         connection.execute(f"PRAGMA busy_timeout={busy_ms}")
 
 
+def make_private(database: Path) -> None:
+    """The database and its WAL files, readable by the service's user only
+    (600). SQLite gives the -wal and -shm files it creates the database
+    file's mode; files made before (with the usual umask, 644) are fixed here."""
+    for path in (
+        database,
+        database.with_name(f"{database.name}-wal"),
+        database.with_name(f"{database.name}-shm"),
+    ):
+        try:
+            path.chmod(0o600)
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            logger.warning("Cannot make %s private (chmod 600)", path)
+
+
 def create_db_engine(url: str) -> Engine:
     """An engine for `url`, SQLite or PostgreSQL, set up for a concurrent server."""
     if not url.startswith("sqlite"):
@@ -151,8 +168,12 @@ def create_db_engine(url: str) -> Engine:
         max_overflow=POOL_OVERFLOW,
     )
 
+    database = make_url(url).database
+
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: sqlite3.Connection, _: Any) -> None:
+        if database and database != ":memory:":
+            make_private(Path(database))
         # Let SQLAlchemy issue BEGIN itself (see on_begin), not the sqlite3 module.
         dbapi_connection.isolation_level = None
         busy_ms = int(settings.SQLITE_BUSY_TIMEOUT_SECONDS * 1000)
