@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import uuid4
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, Security, status
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response, Security, status
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from jose import JWTError, jwt
 from passlib.context import CryptContext
@@ -192,6 +192,10 @@ def unauthorized(detail: str = "Could not validate credentials") -> HTTPExceptio
     )
 
 
+# RFC 6749 §5.1: a token response, or a refused one, is never cached.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
 class TokenError(HTTPException):
     """A refused login. main.py answers it with RFC 6749's `error` and
     `error_description` beside `detail`: Swagger UI's Authorize dialog and
@@ -205,6 +209,7 @@ class TokenError(HTTPException):
         detail: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        headers = {**NO_STORE, **(headers or {})}
         super().__init__(status_code, detail=detail or error, headers=headers)
         self.error = error
         self.description = description
@@ -249,7 +254,7 @@ def user_for_token(session: Session, payload: TokenPayload) -> User | None:
 
 
 def get_current_user(
-    security_scopes: SecurityScopes, session: SessionDep, payload: TokenPayloadDep
+    security_scopes: SecurityScopes, session: ReadSessionDep, payload: TokenPayloadDep
 ) -> User:
     """The token's user, if the token holds every scope the route declares.
 
@@ -318,12 +323,54 @@ def client_ip(request: Request) -> str:
 ClientIP = Annotated[str, Depends(client_ip)]
 
 
-def too_many(detail: str, retry_after: int) -> HTTPException:
+def too_many(detail: str, retry_after: int, headers: dict[str, str] | None = None) -> HTTPException:
     return HTTPException(
         status_code=status.HTTP_429_TOO_MANY_REQUESTS,
         detail=detail,
-        headers={"Retry-After": str(retry_after)},
+        headers={"Retry-After": str(retry_after), **(headers or {})},
     )
+
+
+# --- Password guesses: POST /token and PUT /users/me/password ---------------
+
+
+def check_password_guesses(session: Session, username: str, ip: str, now: datetime) -> None:
+    """429 once a username, or a client address, has had too many wrong
+    passwords lately: for a login, or for the current password of a change."""
+    username_key = _guess_key(username)
+    retry_after = crud.login_retry_after(session, username_key, now)
+    if retry_after is not None:
+        logger.warning("Password blocked for %r: too many failures", username_key)
+        raise too_many("Too many failed logins; try again later", retry_after, NO_STORE)
+    # Per address too, so trying one password on many usernames is stopped.
+    window = settings.LOGIN_FAILURE_WINDOW_SECONDS
+    limit = settings.LOGIN_MAX_FAILURES_PER_IP
+    retry_after = crud.attempt_retry_after(session, ATTEMPT_LOGIN_FAILURE, ip, now, limit, window)
+    if retry_after is not None:
+        logger.warning("Password blocked for %s: too many failures", ip)
+        raise too_many(
+            "Too many failed logins from your address; try again later", retry_after, NO_STORE
+        )
+
+
+def record_password_guess(username: str, ip: str, now: datetime, *, right: bool) -> None:
+    """Count a wrong password against the username and the address; a right
+    one clears the username's count (never the address's: one good account
+    must not reset it). Written in a short session of its own, after the hash."""
+    username_key = _guess_key(username)
+    with db.write_session() as writer:
+        if right:
+            crud.clear_login_failures(writer, username_key)
+        else:
+            crud.record_login_failure(writer, username_key, now)
+            window = settings.LOGIN_FAILURE_WINDOW_SECONDS
+            crud.record_attempt(writer, ATTEMPT_LOGIN_FAILURE, ip, now, window)
+
+
+def _guess_key(username: str) -> str:
+    # Counted per lower-cased name. The cut keeps each row small when someone
+    # sends 64 KiB "usernames" (no real one is over 32 characters).
+    return username.lower()[:64]
 
 
 # `@router.post("/token", ...)` registers the function below it as the route
@@ -347,7 +394,9 @@ router = APIRouter(tags=["auth"])
         ),
     },
 )
-def login(_: HashingSlot, session: ReadSessionDep, form: LoginFormDep, ip: ClientIP) -> Token:
+def login(
+    _: HashingSlot, session: ReadSessionDep, form: LoginFormDep, ip: ClientIP, response: Response
+) -> Token:
     """Exchange a username (any case) and password for a bearer token.
 
     This is the OAuth2 password flow: the body is a form, not JSON, and the
@@ -360,39 +409,18 @@ def login(_: HashingSlot, session: ReadSessionDep, form: LoginFormDep, ip: Clien
     gives a read-only token. Without it, the token gets every scope your role
     allows (`admin` only for admins); `scope` in the answer says what you got.
     """
-    # Failures are counted per lower-cased name. The cut keeps each row small
-    # when someone sends 64 KiB "usernames" (no real one is over 32 characters).
-    username_key = form.username.lower()[:64]
+    response.headers.update(NO_STORE)
     now = utcnow()
-    retry_after = crud.login_retry_after(session, username_key, now)
-    if retry_after is not None:
-        logger.warning("Login blocked for %r: too many failures", username_key)
-        raise too_many("Too many failed logins; try again later", retry_after)
-    # Per address too, so trying one password on many usernames is stopped.
-    window = settings.LOGIN_FAILURE_WINDOW_SECONDS
-    limit = settings.LOGIN_MAX_FAILURES_PER_IP
-    retry_after = crud.attempt_retry_after(session, ATTEMPT_LOGIN_FAILURE, ip, now, limit, window)
-    if retry_after is not None:
-        logger.warning("Login blocked for %s: too many failures", ip)
-        raise too_many("Too many failed logins from your address; try again later", retry_after)
+    check_password_guesses(session, form.username, ip, now)
     user = crud.get_user_by_username(session, form.username)
     # End the read before the deliberately slow hash, so that no snapshot
     # is held while it runs.
     session.commit()
     hashed = user.hashed_password if user is not None else DUMMY_HASH
     password_ok = verify_password(form.password, hashed) and user is not None
-    # The few rows a login writes, in a write transaction of its own: this
-    # thread waits for SQLite's write lock (db.FairLock), which the Turns of
-    # db.py otherwise avoid; at most HASH_CONCURRENCY logins do so at once.
-    with db.open_session(db.engine, write=True) as writer:
-        if not password_ok:
-            crud.record_login_failure(writer, username_key, now)
-            # Not cleared by a success: one good account must not reset the count.
-            crud.record_attempt(writer, ATTEMPT_LOGIN_FAILURE, ip, now, window)
-        else:
-            crud.clear_login_failures(writer, username_key)
+    record_password_guess(form.username, ip, now, right=password_ok)
     if not password_ok or user is None:
-        logger.info("Failed login for %r", username_key)
+        logger.info("Failed login for %r", _guess_key(form.username))
         raise wrong_credentials("Incorrect username or password")
     # Only now, with the password right, may the answer depend on the account.
     if not user.active:

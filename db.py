@@ -12,13 +12,12 @@ Every query works on both. The schema comes from the migrations in
 alembic/, which `init_db` applies at start on either database.
 """
 
+import logging
 import sqlite3
-import threading
 import time
 import unicodedata
-from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,46 +59,6 @@ def fold(text: str) -> str:
 
 def is_sqlite(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "sqlite"
-
-
-class FairLock:
-    """A lock handed to waiting threads in the order they asked for it.
-
-    SQLite's own wait for its write lock is a sleep-and-retry loop: under many
-    writers a newcomer often wins over one that has waited for seconds, and
-    that one ends with "database is locked" (here a 503). Writers of one
-    process queue here first, first come first served, so only one of them at
-    a time asks SQLite (and begin_immediate evens the odds between processes).
-    Requests now take their turn on the event loop first (Turns), so this
-    mostly orders what writes outside a request, such as the migrations.
-    """
-
-    def __init__(self) -> None:
-        self.mutex = threading.Lock()
-        self.waiting: deque[threading.Event] = deque()
-        self.held = False
-
-    def acquire(self, timeout: float) -> bool:
-        turn = threading.Event()
-        with self.mutex:
-            if not self.held and not self.waiting:
-                self.held = True
-                return True
-            self.waiting.append(turn)
-        if turn.wait(timeout):
-            return True
-        with self.mutex:
-            if turn.is_set():  # handed over just as the wait ran out: keep it
-                return True
-            self.waiting.remove(turn)
-            return False
-
-    def release(self) -> None:
-        with self.mutex:
-            if self.waiting:
-                self.waiting.popleft().set()  # held passes straight to the next
-            else:
-                self.held = False
 
 
 def locked(where: str) -> OperationalError:
@@ -185,42 +144,18 @@ def create_db_engine(url: str) -> Engine:
         ):
             dbapi_connection.execute(f"PRAGMA {pragma}")
 
-    writers = FairLock()
-
     @event.listens_for(engine, "begin")
     def on_begin(connection: Connection) -> None:
         # A transaction that reads and then writes can fail at once with
         # "database is locked" if another one wrote in between, and SQLite's
         # busy timeout does not help. Writers therefore take the write lock
-        # first (BEGIN IMMEDIATE) and wait their turn for it, in line.
+        # first (BEGIN IMMEDIATE).
         options = connection.get_execution_options()
-        mode = options.get("sqlite_begin", "DEFERRED")
-        if mode != "IMMEDIATE":
-            connection.exec_driver_sql(f"BEGIN {mode}")
+        if options.get("sqlite_begin") != "IMMEDIATE":
+            connection.exec_driver_sql("BEGIN")
             return
         wait = options.get("sqlite_lock_wait", settings.SQLITE_BUSY_TIMEOUT_SECONDS)
-        deadline = time.monotonic() + wait
-        if not writers.acquire(timeout=wait):
-            raise locked("waited in this process")
-        try:
-            begin_immediate(connection.connection.driver_connection, deadline)
-        except BaseException:
-            writers.release()
-            raise
-        connection.info["holds_write_lock"] = True
-
-    @event.listens_for(engine, "commit")
-    @event.listens_for(engine, "rollback")
-    def on_end(connection: Connection) -> None:
-        if connection.info.pop("holds_write_lock", False):
-            writers.release()
-
-    @event.listens_for(engine, "checkin")
-    def on_checkin(_: sqlite3.Connection, record: Any) -> None:
-        # A connection returned with its transaction never ended (the pool
-        # rolls it back): its place in line must not stay taken.
-        if record is not None and record.info.pop("holds_write_lock", False):
-            writers.release()
+        begin_immediate(connection.connection.driver_connection, time.monotonic() + wait)
 
     return engine
 
@@ -228,88 +163,137 @@ def create_db_engine(url: str) -> Engine:
 engine = create_db_engine(settings.DATABASE_URL)
 
 
-def open_session(bind: Engine, *, write: bool) -> Session:
-    """A session; one meant for writing locks SQLite when its transaction begins
-    (PostgreSQL needs no such thing: it locks the rows a transaction writes)."""
-    # What SQLAlchemy's `sessionmaker` does elsewhere; a function, because
-    # writing and reading sessions differ.
-    if write:
-        bind = bind.execution_options(sqlite_begin="IMMEDIATE")
-    # Objects stay readable after commit, so a handler can build its response
-    # without a second round trip (and a second lock) per object.
-    return Session(bind, expire_on_commit=False)
-
-
 class Turns:
-    """What a request waits for on the event loop before its first query.
+    """What a request waits for on the event loop before its first query: a
+    connection, and to write on SQLite, the writer's turn.
 
     A request keeps its connection (and, writing to SQLite, the write lock)
     from its first query to its last, across several worker threads: each
-    `def` dependency and the route run in whichever one is free. Were it to wait for them
-    *in* a worker thread, enough waiters would take every thread, and those
-    holding a connection could never take the next one to finish: the service
-    would hang until timeouts fired. Waiting here holds no thread. Made in
-    the app's lifespan: the semaphores belong to its event loop.
+    `def` dependency and the route run in whichever one is free. Were it to
+    wait for them *in* a worker thread, enough waiters would take every
+    thread, and those holding a connection could never take the next one to
+    finish: the service would hang until timeouts fired. Waiting here holds
+    no thread, and the semaphores hand turns out first come, first served.
     """
 
     def __init__(self) -> None:
         self.connections = anyio.Semaphore(REQUEST_CONNECTIONS)
-        self.sqlite_writer = anyio.Semaphore(1)  # SQLite has one writer at a time
+        self.writer = anyio.Semaphore(1)  # SQLite has one writer at a time
+
+
+# Made while the app runs (see `serving`): semaphores belong to one event loop.
+_turns: Turns | None = None
 
 
 @asynccontextmanager
-async def request_session(request: Request, *, write: bool) -> AsyncIterator[Session]:
-    """A request's session. It first waits for a connection (and to write on
-    SQLite, for the writer's turn): see Turns. A request that cannot have them
-    within SQLITE_BUSY_TIMEOUT_SECONDS gets 503."""
-    turns: Turns = request.app.state.turns
-    async with AsyncExitStack() as held:  # gives back whatever was taken
-        try:
-            with anyio.fail_after(settings.SQLITE_BUSY_TIMEOUT_SECONDS):
-                if write and is_sqlite(engine):
-                    await held.enter_async_context(turns.sqlite_writer)
-                await held.enter_async_context(turns.connections)
-        except TimeoutError:
-            raise locked("waited in this process") from None
-        session = open_session(engine, write=write)
-        try:
-            yield session  # the route runs while this waits here
-        finally:
-            # Closing rolls back whatever was not committed and hands the
-            # connection back to the pool. On SQLite that is a quick call into
-            # the library; on PostgreSQL a round trip, which waits in a worker
-            # thread rather than on the event loop.
-            if is_sqlite(engine):
-                session.close()
-            else:
-                await anyio.to_thread.run_sync(session.close)
+async def serving() -> AsyncIterator[None]:
+    """Take requests while the app runs; main.py's lifespan enters this."""
+    global _turns
+    _turns = Turns()
+    try:
+        yield
+    finally:
+        _turns = None
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """One session per request; anything but GET, HEAD and OPTIONS counts as a write.
+def _started() -> Turns:
+    if _turns is None:  # a request that came before (or while) the lifespan ran
+        raise unavailable("the app has not started yet")
+    return _turns
+
+
+def unavailable(why: str) -> OperationalError:
+    """An error main.py answers with 503 and Retry-After."""
+    return OperationalError(why, None, sqlite3.OperationalError(why))
+
+
+async def _take(semaphore: anyio.Semaphore) -> None:
+    """Wait for a turn; one not had within SQLITE_BUSY_TIMEOUT_SECONDS is a 503."""
+    try:
+        with anyio.fail_after(settings.SQLITE_BUSY_TIMEOUT_SECONDS):
+            await semaphore.acquire()
+    except TimeoutError:
+        raise locked("waited in this process") from None
+
+
+async def get_read_session() -> AsyncIterator[Session]:
+    """One session per request, once a connection is free (see Turns).
 
     `async def`, although the session is used from `def` code in worker
     threads: making a session does no I/O (it connects at its first query, in
     the thread of the first `def` that queries), and a `def` generator would
-    cost two hops to a worker thread and back, in and out, about a fifth of a
-    history page's time.
+    cost two hops to a worker thread and back, in and out.
     """
-    async with request_session(request, write=request.method not in READ_METHODS) as session:
-        yield session
-
-
-async def get_read_session(request: Request) -> AsyncIterator[Session]:
-    """A session that only reads, for a POST that must not hold the writer's
-    turn while it works: POST /token hashes for tens of milliseconds, and
-    writes its few rows afterwards in short sessions of its own."""
-    async with request_session(request, write=False) as session:
-        yield session
+    turns = _started()
+    await _take(turns.connections)
+    session = read_session()
+    try:
+        yield session  # the route runs while this waits here
+    finally:
+        # Closing rolls back whatever was not committed and hands the
+        # connection back to the pool. On SQLite that is a quick call into
+        # the library; on PostgreSQL a round trip, which waits in a worker
+        # thread rather than on the event loop.
+        if is_sqlite(engine):
+            session.close()
+        else:
+            await anyio.to_thread.run_sync(session.close)
+        turns.connections.release()
 
 
 # scope="function": close the session (and end its transaction) as soon as the
 # route returns, not after the response has been sent.
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
+
+
+async def get_session(request: Request, session: ReadSessionDep) -> AsyncIterator[Session]:
+    """The request's session, ready to write unless the method only reads
+    (GET, HEAD, OPTIONS). On SQLite, writing waits for the writer's turn
+    first; PostgreSQL locks the rows a transaction writes, and needs none.
+
+    The token check before it (auth.py) reads through the same session
+    without any turn, so a route that hashes a password can check the token,
+    hash, and only then write (see `write_session`).
+    """
+    if request.method in READ_METHODS or not is_sqlite(engine):
+        yield session
+        return
+    turns = _started()
+    await _take(turns.writer)
+    try:
+        # Whatever was read so far ends here; the next transaction holds
+        # SQLite's write lock from its first statement (see on_begin).
+        session.commit()
+        session.bind = writing(engine)
+        yield session
+    finally:
+        session.close()  # ends the transaction, so the next writer finds the lock free
+        turns.writer.release()
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def writing(bind: Engine) -> Engine:
+    """`bind`, beginning its transactions with SQLite's write lock taken
+    (PostgreSQL ignores it: it locks the rows a transaction writes)."""
+    return bind.execution_options(sqlite_begin="IMMEDIATE")
+
+
+# Sessions outside a request. Objects stay readable after commit
+# (expire_on_commit=False), so their fields need no second query.
+
+
+def write_session() -> Session:
+    """A short session that writes, outside a request's own session: a route
+    that hashed a password first, the command line, the demo data. It waits
+    for SQLite's lock as another process would (see begin_immediate)."""
+    return Session(writing(engine), expire_on_commit=False)
+
+
+def read_session() -> Session:
+    """A session that only reads, outside a request (the WebSocket, the hub)."""
+    return Session(engine, expire_on_commit=False)
 
 
 # --- Migrations --------------------------------------------------------------

@@ -100,7 +100,7 @@ def recipients(
     """Who of `user_ids` may receive (members, if a conversation is given),
     with their token versions; and which of the tokens `jtis` were logged out.
     Synchronous, like every query: call it in a worker thread."""
-    with db.open_session(db.engine, write=False) as session:
+    with db.read_session() as session:
         versions = crud.live_token_versions(session, user_ids, conversation_id)
         return versions, crud.revoked_among(session, jtis)
 

@@ -48,9 +48,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     init_db(db.engine)
     if settings.DEMO_DATA:
         demo.seed_demo_data(db.engine)
-    app.state.turns = db.Turns()
     logger.info("Database ready: %s", db.engine.url.render_as_string(hide_password=True))
-    async with hub.hub.running():  # live events flow while the app runs
+    # Requests are served, and live events flow, while the app runs.
+    async with db.serving(), hub.hub.running():
         yield
     db.engine.dispose()
 

@@ -70,7 +70,7 @@ def error_frame(detail: str) -> str:
 
 
 def _authenticate(token: str) -> tuple[User, TokenPayload] | None:
-    with db.open_session(db.engine, write=False) as session:
+    with db.read_session() as session:
         return authenticate(session, token)
 
 

@@ -6,19 +6,22 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Query, status
 
 import crud
+import db
 from auth import (
     AUTH_ERRORS,
     ClientIP,
     HashingSlot,
     Reader,
     Writer,
+    check_password_guesses,
     hash_password,
+    record_password_guess,
     too_many,
     unauthorized,
     verify_password,
 )
 from config import settings
-from db import SessionDep
+from db import ReadSessionDep, SessionDep
 from hub import Events
 from models import (
     ATTEMPT_SIGNUP,
@@ -50,7 +53,6 @@ router = APIRouter(prefix="/users", tags=["users"])
 )
 def create_user(
     _: HashingSlot,
-    session: SessionDep,
     ip: ClientIP,
     user_in: Annotated[
         UserCreate,
@@ -76,16 +78,21 @@ def create_user(
     may sign up 20 times an hour.
     """
     # Every attempt counts, taken or not: each costs a deliberately slow hash.
+    # Checked and counted in one short write, so that attempts at the same
+    # moment cannot all slip under the limit.
     now, window = utcnow(), settings.SIGNUP_WINDOW_SECONDS
     limit = settings.SIGNUP_MAX_PER_IP
-    retry_after = crud.attempt_retry_after(session, ATTEMPT_SIGNUP, ip, now, limit, window)
+    with db.write_session() as session:
+        retry_after = crud.attempt_retry_after(session, ATTEMPT_SIGNUP, ip, now, limit, window)
+        if retry_after is None:
+            crud.record_attempt(session, ATTEMPT_SIGNUP, ip, now, window)
     if retry_after is not None:
         logger.warning("Sign-up blocked for %s: too many", ip)
         raise too_many("Too many sign-ups from your address; try again later", retry_after)
-    crud.record_attempt(session, ATTEMPT_SIGNUP, ip, now, window)
-    # Hash before touching the database, so no lock is held while hashing.
+    # Hash between two writes, so that no lock is held while hashing.
     hashed_password = hash_password(user_in.password)
-    user = crud.create_user(session, user_in, hashed_password)
+    with db.write_session() as session:
+        user = crud.create_user(session, user_in, hashed_password)
     if user is None:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="Username already taken")
     logger.info("New user %r", user.username)
@@ -121,12 +128,19 @@ def update_user_me(
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change your password",
-    responses=error_responses({**AUTH_ERRORS, 400: "Wrong current password"}),
+    responses=error_responses(
+        {
+            **AUTH_ERRORS,
+            400: "Wrong current password",
+            429: "Too many wrong passwords for your username or from your address; see Retry-After",
+        }
+    ),
 )
 def change_password(
     _: HashingSlot,
-    session: SessionDep,
+    session: ReadSessionDep,
     user: Writer,
+    ip: ClientIP,
     events: Events,
     body: Annotated[
         PasswordChange,
@@ -144,14 +158,25 @@ def change_password(
     ],
 ) -> None:
     """Change your password. Every token issued before, this one included, stops
-    working: log in again to get a new one."""
+    working: log in again to get a new one.
+
+    A wrong `current_password` counts as a failed login for your username:
+    after 10 within 5 minutes, this answers 429 until the window has passed."""
+    # Someone holding a stolen token must not guess the password at full speed.
+    now = utcnow()
+    check_password_guesses(session, user.username, ip, now)
     # The hashing slot comes first in the signature, so the request waits for
-    # it before its first query; then end the transaction before hashing.
+    # it before its first query. The session only reads (no write lock is held
+    # while hashing); the change is written in a short session afterwards.
     session.commit()
-    if not verify_password(body.current_password, user.hashed_password):
+    right = verify_password(body.current_password, user.hashed_password)
+    record_password_guess(user.username, ip, now, right=right)
+    if not right:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="Wrong current password")
-    if not crud.set_password(session, user, hash_password(body.new_password)):
-        raise unauthorized()  # another change won the race and revoked this token
+    hashed_password = hash_password(body.new_password)
+    with db.write_session() as writer:
+        if not crud.set_password(writer, user, hashed_password):
+            raise unauthorized()  # another change won the race and revoked this token
     events.check_tokens(user)  # close the sockets opened with the old tokens now
 
 

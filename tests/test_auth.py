@@ -177,9 +177,62 @@ def test_token_alg_none(client: TestClient) -> None:
     _assert_rejected(client, token)
 
 
-def test_token_other_algorithm(client: TestClient) -> None:
+@pytest.mark.parametrize("alg", ["HS384", "HS512"])
+def test_token_other_algorithm(client: TestClient, alg: str) -> None:
+    """Only HS256 is accepted (`algorithms` is pinned on decode), whatever the
+    token's header says: python-jose's ECDSA and JWE code is never reached."""
     user = signup(client, "alice")
-    _assert_rejected(client, _sign(_good_claims(user["id"]), alg="HS512"))
+    _assert_rejected(client, _sign(_good_claims(user["id"]), alg=alg))
+
+
+def test_token_signed_with_an_asymmetric_algorithm(client: TestClient) -> None:
+    """A well-made ES256 token (python-jose would verify it with `ecdsa`, the
+    package with the unfixed advisory): refused before any ECDSA code runs."""
+    import ecdsa  # type: ignore[import-untyped]
+
+    user = signup(client, "alice")
+    key = ecdsa.SigningKey.generate(curve=ecdsa.NIST256p).to_pem().decode()
+    _assert_rejected(client, _sign(_good_claims(user["id"]), key=key, alg="ES256"))
+
+
+def test_token_as_jwe_is_refused(client: TestClient) -> None:
+    """Five parts (an encrypted token): never decrypted, refused."""
+    user = signup(client, "alice")
+    header = base64.urlsafe_b64encode(b'{"alg":"dir","enc":"A256GCM"}').rstrip(b"=").decode()
+    token = ".".join([header, "", "aaaa", _sign(_good_claims(user["id"])).split(".")[1], "bbbb"])
+    _assert_rejected(client, token)
+
+
+def test_token_answers_are_never_cached(client: TestClient) -> None:
+    """RFC 6749 §5.1: Cache-Control: no-store and Pragma: no-cache, on a token
+    and on a refusal."""
+    signup(client, "alice")
+    answers = [
+        client.post("/token", data={"username": "alice", "password": PASSWORD}),
+        client.post("/token", data={"username": "alice", "password": "wrong!"}),
+        client.post("/token", data={"username": "alice", "password": PASSWORD, "scope": "x"}),
+    ]
+    _fail_logins(client, "alice", settings.LOGIN_MAX_FAILURES)
+    answers.append(client.post("/token", data={"username": "alice", "password": PASSWORD}))
+    assert [a.status_code for a in answers] == [200, 401, 400, 429]
+    for answer in answers:
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["pragma"] == "no-cache"
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"username": "alice\x00", "password": PASSWORD},
+        {"username": "alice", "password": PASSWORD + "\x00"},
+        {"username": "alice", "password": PASSWORD, "scope": "messages:read\x00"},
+        {"username": "alice", "password": PASSWORD, "client_id": "a\x00"},
+    ],
+)
+def test_login_form_with_nul_is_422(client: TestClient, form: dict[str, str]) -> None:
+    """A NUL reached PostgreSQL as a 500 (psycopg's DataError)."""
+    signup(client, "alice")
+    assert client.post("/token", data=form).status_code == 422
 
 
 def test_token_tampered(client: TestClient) -> None:

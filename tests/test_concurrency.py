@@ -1,14 +1,18 @@
 """Many clients at once against one real SQLite file: nothing lost, nothing doubled."""
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+from typing import Any
 
 import httpx2 as httpx
 import pytest
 from fastapi.testclient import TestClient
 
 import auth
-from tests.helpers import PASSWORD, create_conversation, general_id, history, new_user
+import users
+from tests.helpers import PASSWORD, Headers, create_conversation, general_id, history, new_user
 
 THREADS = 8
 PER_THREAD = 25
@@ -100,30 +104,57 @@ def test_more_requests_at_once_than_worker_threads(client: TestClient) -> None:
     assert len(history(client, alice, general, limit=200, after=0)) == 120
 
 
-def test_messages_are_sent_while_a_login_hashes(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
+def sign_up_carol(client: TestClient, _: Headers) -> Any:
+    return client.post("/users", json={"username": "carol", "password": PASSWORD})
+
+
+def change_bobs_password(client: TestClient, bob: Headers) -> Any:
+    body = {"current_password": PASSWORD, "new_password": "a brand new passphrase"}
+    return client.put("/users/me/password", json=body, headers=bob)
+
+
+def log_bob_in(client: TestClient, _: Headers) -> Any:
+    return login_response(client, "bob")
+
+
+@pytest.mark.parametrize(
+    ("hashing_route", "module", "function", "status"),
+    [
+        (log_bob_in, auth, "verify_password", 200),
+        (sign_up_carol, users, "hash_password", 201),
+        (change_bobs_password, users, "verify_password", 204),
+    ],
+)
+def test_messages_are_sent_while_a_password_hashes(
+    client: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    hashing_route: Callable[[TestClient, Headers], Any],
+    module: ModuleType,
+    function: str,
+    status: int,
 ) -> None:
-    """A login's password check takes tens of milliseconds on purpose; writes
-    must not wait for it (on SQLite, a login once held the writer's turn)."""
-    alice = new_user(client, "alice")
+    """A password hash takes tens of milliseconds on purpose; on SQLite,
+    writes must not wait for it (logins, then sign-ups and password changes,
+    once held the writer's turn while hashing)."""
+    alice, bob = new_user(client, "alice"), new_user(client, "bob")
     general = general_id(client, alice)
     hashing, release = threading.Event(), threading.Event()
-    real_verify = auth.verify_password
+    real = getattr(module, function)
 
-    def slow_verify(password: str, hashed: str) -> bool:
+    def slow_hash(*args: str) -> Any:
         hashing.set()
         release.wait(timeout=30)  # a hash that lasts until the test says
-        return real_verify(password, hashed)
+        return real(*args)
 
-    monkeypatch.setattr(auth, "verify_password", slow_verify)
+    monkeypatch.setattr(module, function, slow_hash)
     with ThreadPoolExecutor(1) as pool:
-        login = pool.submit(login_response, client, "alice")
+        hashing_request = pool.submit(hashing_route, client, bob)
         assert hashing.wait(timeout=10)
         sent = client.post(
             f"/conversations/{general}/messages", json={"content": "hi"}, headers=alice
         )
-        still_hashing = not login.done()
+        still_hashing = not hashing_request.done()
         release.set()
-        assert login.result().status_code == 200
+        assert hashing_request.result().status_code == status
     assert sent.status_code == 201
-    assert still_hashing  # the message went through while the login was hashing
+    assert still_hashing  # the message went through while the password was hashing

@@ -1,10 +1,12 @@
 """Accounts: sign up, profile, password change, the user directory."""
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from config import settings
 from tests.helpers import PASSWORD, bearer, login, new_user, signup
 
 
@@ -224,3 +226,93 @@ def test_read_user_not_found(client: TestClient) -> None:
     response = client.get("/users/nobody", headers=headers)
     assert response.status_code == 404
     assert response.json() == {"detail": "User not found"}
+
+
+def wrong_current_password(client: TestClient, headers: dict[str, str]) -> Any:
+    body = {"current_password": "a wrong guess 123", "new_password": "a brand new passphrase"}
+    return client.put("/users/me/password", json=body, headers=headers)
+
+
+def test_change_password_guesses_are_limited(client: TestClient) -> None:
+    """A stolen token must not let its holder guess the password at full
+    speed: wrong current passwords count as failed logins for the username."""
+    headers = new_user(client, "alice")
+    for _ in range(settings.LOGIN_MAX_FAILURES):
+        assert wrong_current_password(client, headers).status_code == 400
+    refused = wrong_current_password(client, headers)
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) >= 1
+    right = {"current_password": PASSWORD, "new_password": "a brand new passphrase"}
+    assert client.put("/users/me/password", json=right, headers=headers).status_code == 429
+    # The same count as logins: the right password does not log in either.
+    response = client.post("/token", data={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 429
+    assert client.get("/users/me", headers=headers).status_code == 200  # nothing changed
+
+
+def test_change_password_blocked_by_failed_logins(client: TestClient) -> None:
+    headers = new_user(client, "alice")
+    for _ in range(settings.LOGIN_MAX_FAILURES):
+        client.post("/token", data={"username": "alice", "password": "a wrong guess 123"})
+    right = {"current_password": PASSWORD, "new_password": "a brand new passphrase"}
+    response = client.put("/users/me/password", json=right, headers=headers)
+    assert response.status_code == 429
+    assert "retry-after" in response.headers
+
+
+# Controls, bidirectional overrides and isolates, and invisible characters.
+MISLEADING_NAMES = [
+    "bob\u202e",  # right-to-left override
+    "\u202abob\u202c",
+    "bob\u2066x\u2069",  # isolates
+    "b\u200bob",  # zero width space
+    "b\u2060ob",  # word joiner
+    "\ufeffbob",
+    "b\u00adob",  # soft hyphen
+    "bob\x07",
+    "bob\x1b[31m",
+    "bob\nadmin",
+    "bob\x00",
+]
+# Joiners stay: emoji and several scripts need them.
+FAIR_NAMES = [
+    "👩\u200d💻 Ada",
+    "मनी\u200cषा",
+    "🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",
+    "Zoë",
+]
+
+
+@pytest.mark.parametrize("display_name", MISLEADING_NAMES)
+def test_display_name_refuses_misleading_characters(client: TestClient, display_name: str) -> None:
+    headers = new_user(client, "alice")
+    response = client.patch("/users/me", json={"display_name": display_name}, headers=headers)
+    assert response.status_code == 422
+    assert client.get("/users/me", headers=headers).json()["display_name"] is None
+    body = {"username": "mallory", "password": PASSWORD, "display_name": display_name}
+    assert client.post("/users", json=body).status_code == 422
+
+
+@pytest.mark.parametrize("display_name", FAIR_NAMES)
+def test_display_name_keeps_joiners(client: TestClient, display_name: str) -> None:
+    headers = new_user(client, "alice")
+    response = client.patch("/users/me", json={"display_name": display_name}, headers=headers)
+    assert response.status_code == 200
+    assert response.json()["display_name"] == display_name
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/users", {"username": "bob", "password": "pass\x00word 123"}),
+        ("/users", {"username": "bob", "password": PASSWORD, "display_name": "B\x00b"}),
+        ("/users/me/password", {"current_password": "x\x00", "new_password": "a new passphrase"}),
+        ("/users/me/password", {"current_password": PASSWORD, "new_password": "new\x00passphrase"}),
+    ],
+)
+def test_text_with_nul_is_422(client: TestClient, path: str, body: dict[str, str]) -> None:
+    """PostgreSQL refuses NUL in text (a 500 there once): refused on both."""
+    headers = new_user(client, "alice")
+    method = "PUT" if path.endswith("password") else "POST"
+    assert client.request(method, path, json=body, headers=headers).status_code == 422
+    assert login(client, "alice")  # the password did not change
