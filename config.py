@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     # Sign-ups from one client address within the window; more answer 429.
     SIGNUP_MAX_PER_IP: int = Field(default=20, ge=1)
     SIGNUP_WINDOW_SECONDS: int = Field(default=3600, ge=1)
+    # Per-user limits: messages sent over all conversations in a rolling
+    # minute (more answer 429), and open sockets per worker process (the
+    # socket over the limit is closed with 1008).
+    SEND_MAX_PER_MINUTE: int = Field(default=120, ge=1)
+    WS_MAX_PER_USER: int = Field(default=20, ge=1)
     # How many argon2 hashes one worker process runs at once (19 MiB each).
     HASH_CONCURRENCY: int = Field(default=2, ge=1)
     MAX_BODY_BYTES: int = Field(default=64 * 1024, ge=1)

@@ -660,6 +660,20 @@ def get_message_by_client_id(
     ).first()
 
 
+def send_retry_after(session: Session, author: User, now: datetime) -> int | None:
+    """Seconds until `author` may send again under SEND_MAX_PER_MINUTE, or None
+    if they may now. Reads at most that many rows, through an index."""
+    limit = settings.SEND_MAX_PER_MINUTE
+    window_start = now - timedelta(minutes=1)
+    recent = session.exec(
+        select(Message.created_at)
+        .where(Message.author_id == author.id, col(Message.created_at) > window_start)
+        .order_by(col(Message.created_at).desc())
+        .limit(limit)
+    ).all()
+    return _retry_after(recent, limit, window_start)
+
+
 def create_message(
     session: Session, conversation: Conversation, author: User, message_in: MessageCreate
 ) -> tuple[Message, bool]:

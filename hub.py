@@ -261,8 +261,14 @@ class Hub:
         # slow requests in the thread pool that `def` routes share.
         self.limiter: anyio.CapacityLimiter | None = None
 
-    def add(self, connection: Connection) -> None:
-        self.connections[connection.user.id].add(connection)
+    def add(self, connection: Connection) -> bool:
+        """Register the socket; False if its user has WS_MAX_PER_USER open
+        here already (each costs memory, and every event is sent to each)."""
+        sockets = self.connections[connection.user.id]
+        if len(sockets) >= settings.WS_MAX_PER_USER:
+            return False
+        sockets.add(connection)
+        return True
 
     def remove(self, connection: Connection) -> None:
         sockets = self.connections.get(connection.user.id)

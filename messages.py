@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, Security, status
 
 import crud
-from auth import AUTH_ERRORS, AnyScopeUser, Reader, Writer, forbidden
+from auth import AUTH_ERRORS, AnyScopeUser, Reader, Writer, forbidden, too_many
 from conversations import NOT_JOINED, NOT_VISIBLE, ReadableConversation, WritableConversation
 from crud import ConversationAccess
 from db import SessionDep
@@ -22,6 +22,7 @@ from models import (
     NoNul,
     Scope,
     error_responses,
+    utcnow,
 )
 
 router = APIRouter(
@@ -71,7 +72,13 @@ WritableMessage = Annotated[
             "model": MessagePublic,
             "description": "You already sent this client_id here: the earlier message",
         },
-        **error_responses({**NOT_VISIBLE, **NOT_JOINED}),
+        **error_responses(
+            {
+                **NOT_VISIBLE,
+                **NOT_JOINED,
+                429: "Over SEND_MAX_PER_MINUTE (default 120) messages in a minute; see Retry-After",
+            }
+        ),
     },
 )
 def create_message(
@@ -93,7 +100,8 @@ def create_message(
     ],
     response: Response,
 ) -> MessagePublic:
-    """Send a message (1–4000 characters) to a conversation you are in.
+    """Send a message (1–4000 characters) to a conversation you are in. One
+    account may send 120 messages a minute (over all conversations).
 
     Give a `client_id` (any string of up to 64 characters, unique per message
     you send) to make retries safe: sending the same `client_id` again returns
@@ -101,6 +109,14 @@ def create_message(
     """
     if access.membership is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Join the channel first")
+    # A retry of a message already sent is answered, whatever the limit.
+    client_id = message_in.client_id
+    if client_id is None or not crud.get_message_by_client_id(
+        session, access.conversation, user, client_id
+    ):
+        retry_after = crud.send_retry_after(session, user, utcnow())
+        if retry_after is not None:
+            raise too_many("You are sending too fast; try again later", retry_after)
     message, created = crud.create_message(session, access.conversation, user, message_in)
     public = crud.message_public(message, user)
     if created:

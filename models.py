@@ -230,6 +230,8 @@ class Message(MessageBase, table=True):
     __table_args__ = (
         # History pages are keyset lookups on (conversation_id, id).
         Index("ix_message_conversation_id_id", "conversation_id", "id"),
+        # What one user sent lately (SEND_MAX_PER_MINUTE; migration 0006).
+        Index("ix_message_author_id_created_at", "author_id", "created_at"),
         # A retried send with the same client_id finds the first one.
         UniqueConstraint("conversation_id", "author_id", "client_id"),
         # Ids are never reused, so `before`/`after` cursors stay meaningful.

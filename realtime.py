@@ -17,6 +17,7 @@ from starlette.websockets import WebSocketState
 
 import db
 from auth import authenticate, granted_scopes
+from config import settings
 from hub import (
     CLOSE_FORBIDDEN,
     CLOSE_NORMAL,
@@ -47,7 +48,7 @@ AUTH_TIMEOUT_SECONDS = 10.0
 # Every frame a client may send is small (a token is the largest part).
 MAX_FRAME_CHARS: Final = 16 * 1024
 CLOSE_TOO_BIG: Final = 1009  # "message too big"
-CLOSE_POLICY: Final = 1008  # "policy violation": too many frames
+CLOSE_POLICY: Final = 1008  # "policy violation": too many frames, or sockets
 # A client sends a frame now and then (typing every few seconds, a ping);
 # a socket may send FRAME_BURST at once, then FRAME_RATE a second.
 FRAME_RATE: Final = 10.0
@@ -211,8 +212,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if isinstance(connection, tuple):
         await close(websocket, *connection)
         return
+    if not hub.add(connection):
+        limit = f"{settings.WS_MAX_PER_USER} open sockets per user"
+        await close(websocket, CLOSE_POLICY, f"Too many sockets: at most {limit}")
+        return
     connection.send(ReadyEvent(user=connection.user).model_dump_json())
-    hub.add(connection)
     user_id = connection.user.id
     try:
         # A logout or password change that committed while the token was being

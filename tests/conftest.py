@@ -11,10 +11,13 @@ from pathlib import Path
 os.environ["DATA_DIR"] = tempfile.mkdtemp(prefix="messageapp-test-")
 os.environ.pop("DATABASE_URL", None)
 os.environ.pop("SECRET_KEY", None)
-# Tests sign up and fail logins from one address far more than people do; the
-# per-address limits have tests of their own, which lower these.
+# Tests sign up, fail logins, send and open sockets far faster than people
+# do; the per-address and per-user limits have tests of their own, which
+# lower these again. (Servers the tests start inherit them too.)
 os.environ["SIGNUP_MAX_PER_IP"] = "1000000"
 os.environ["LOGIN_MAX_FAILURES_PER_IP"] = "1000000"
+os.environ["SEND_MAX_PER_MINUTE"] = "1000000"
+os.environ["WS_MAX_PER_USER"] = "1000000"
 
 import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402

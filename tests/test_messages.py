@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from config import settings
 from tests.helpers import Headers, create_conversation, history, new_user, send, signup
 
 
@@ -525,3 +526,28 @@ def test_largest_ids_are_not_found_on_either_database(client: TestClient) -> Non
         "/search/messages", params={"q": "hi", "conversation_id": big}, headers=alice
     )
     assert found.json() == []
+
+
+def test_send_limit_per_minute(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SEND_MAX_PER_MINUTE over all conversations; 429 with Retry-After past it,
+    and nothing stored. Other people are not affected."""
+    monkeypatch.setattr(settings, "SEND_MAX_PER_MINUTE", 3)
+    alice, bob = new_user(client, "alice"), new_user(client, "bob")
+    group = create_conversation(client, alice, kind="group", title="g", members=["bob"])["id"]
+    direct = create_conversation(client, alice, kind="direct", members=["bob"])["id"]
+    send(client, alice, group, "one", client_id="c1")
+    send(client, alice, group, "two")
+    send(client, alice, direct, "three")
+    refused = client.post(f"/conversations/{direct}/messages", json={"content": "4"}, headers=alice)
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.json() == {"detail": "You are sending too fast; try again later"}
+    assert [m["content"] for m in history(client, alice, direct)] == ["three"]
+    # A retry of a message already sent is still answered: it sends nothing new.
+    retry = client.post(
+        f"/conversations/{group}/messages",
+        json={"content": "one", "client_id": "c1"},
+        headers=alice,
+    )
+    assert retry.status_code == 200
+    send(client, bob, group, "bob is not limited by alice")

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocketDisconnect
 import auth
 import hub
 import realtime
+from config import settings
 from models import User
 from tests.helpers import (
     Headers,
@@ -202,6 +203,24 @@ def test_ws_frame_flood_closes_the_socket(client: TestClient) -> None:
                 pongs += 1
     assert closed.value.code == realtime.CLOSE_POLICY
     assert pongs <= realtime.FRAME_BURST
+
+
+def test_ws_sockets_per_user_are_limited(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WS_MAX_PER_USER: the socket over the limit is closed (1008); the open
+    ones, and other users' sockets, go on working."""
+    monkeypatch.setattr(settings, "WS_MAX_PER_USER", 2)
+    alice, bob = new_user(client, "alice"), new_user(client, "bob")
+    with live(client, alice) as first, live(client, alice) as second, live(client, bob) as third:
+        with client.websocket_connect("/ws") as extra:
+            extra.send_json({"type": "auth", "token": token_of(alice)})
+            assert_closed(extra, realtime.CLOSE_POLICY)
+        for ws in (first, second, third):
+            ws.send_json({"type": "ping"})
+            assert ws.receive_json() == {"type": "pong"}
+    with live(client, alice), live(client, alice):  # closed sockets free their places
+        pass
 
 
 def test_ws_oversized_first_frame(client: TestClient) -> None:
