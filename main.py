@@ -90,12 +90,12 @@ app = FastAPIOffline(
     ],
 )
 
+# Each middleware added wraps those added before it: the last is outermost.
 app.add_middleware(
     BodySizeLimitMiddleware,
     max_bytes=settings.MAX_BODY_BYTES,
     timeout=settings.REQUEST_BODY_TIMEOUT_SECONDS,
 )
-app.add_middleware(SecurityHeadersMiddleware)  # outermost: on every answer, 413s included
 if settings.CORS_ORIGINS:
     # Tokens travel in the Authorization header, never in cookies: no credentials.
     app.add_middleware(
@@ -104,6 +104,8 @@ if settings.CORS_ORIGINS:
         allow_methods=["*"],
         allow_headers=["Authorization", "Content-Type"],
     )
+# Outermost: on every answer, 413s and CORS preflight answers included.
+app.add_middleware(SecurityHeadersMiddleware)
 
 
 @app.exception_handler(auth.TokenError)

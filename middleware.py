@@ -81,7 +81,9 @@ DOCS_CONTENT_SECURITY_POLICY = (
     "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
-DOCS_PATHS = ("/docs", "/redoc")
+# Exactly these pages: a path that merely starts with /docs (say /docs/..%2f/,
+# which the static files resolve to the client) gets the client's policy.
+DOCS_PATHS = {"/docs", "/docs/oauth2-redirect", "/redoc"}
 
 
 class SecurityHeadersMiddleware:
@@ -94,8 +96,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        docs = path in DOCS_PATHS or path.startswith("/docs/")
+        docs = scope["path"] in DOCS_PATHS
         policy = DOCS_CONTENT_SECURITY_POLICY if docs else CONTENT_SECURITY_POLICY
 
         async def send_with_headers(message: Message) -> None:

@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -15,7 +16,7 @@ from websockets.sync.client import connect
 
 from config import settings
 from tests.helpers import PASSWORD, bearer, login, signup
-from tests.server import Server
+from tests.server import Server, running
 
 
 def b64_json(part: str) -> dict[str, Any]:
@@ -126,6 +127,25 @@ def test_cors_preflight_closed_by_default(client: TestClient) -> None:
     assert not any(h.startswith("access-control-") for h in response.headers)
 
 
+def test_cors_preflight_has_the_security_headers(tmp_path: Path) -> None:
+    """With CORS_ORIGINS set, the CORS middleware answers preflights itself:
+    the security headers must wrap it, not the other way round."""
+    with running(tmp_path / "data", CORS_ORIGINS="https://app.example") as server:
+        response = httpx.options(
+            f"{server.url}/conversations",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://app.example"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
 # --- Security headers -------------------------------------------------------
 
 
@@ -161,6 +181,16 @@ def test_web_client_has_no_inline_script(client: TestClient) -> None:
     for attributes, body in re.findall(r"<script([^>]*)>(.*?)</script>", html, re.DOTALL):
         assert "src=" in attributes and not body.strip()
     assert not re.search(r"\son[a-z]+\s*=", html)  # no onclick= and the like
+
+
+@pytest.mark.parametrize("path", ["/docs/..%2f/", "/docs/x/..%2f..%2findex.html"])
+def test_docs_policy_only_on_the_docs_pages(client: TestClient, path: str) -> None:
+    """A path that only starts with /docs and resolves to the web client gets
+    the client's strict policy, never the inline allowances of /docs."""
+    response = client.get(path)
+    policy = directives(response.headers["content-security-policy"])
+    assert policy["script-src"] == ["'self'"]
+    assert policy["style-src"] == ["'self'"]
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc", "/docs/oauth2-redirect"])
