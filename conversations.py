@@ -33,7 +33,7 @@ NOT_VISIBLE = {404: "No such conversation, or you may not see it"}
 NOT_JOINED = forbidden("You have not joined this channel")
 
 Limit = Annotated[int, Query(ge=1, le=200)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 
 def get_conversation_access(

@@ -8,6 +8,7 @@ One hierarchy per resource, as in the SQLModel tutorial:
   so a column added later (a password hash...) cannot leak by accident.
 """
 
+import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -36,8 +37,29 @@ def _no_nul(value: str) -> str:
     return value
 
 
-# For text in a path or query that reaches a query (usernames, search text).
+# Every text a client sends refuses NUL: in a body, a form, a path or a query.
 NoNul = AfterValidator(_no_nul)
+Text = Annotated[str, NoNul]
+
+# Characters that make a name look like something it is not: controls (Cc),
+# bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069: after
+# U+202E the rest of a name shows backwards), and invisible ones. The joiners
+# U+200C and U+200D stay: emoji such as a woman technologist (U+1F469 U+200D
+# U+1F4BB) and several scripts need them, as emoji tag sequences need U+E0020-7F.
+MISLEADING = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))} | {
+    "\u200b",  # zero width space
+    "\u2060",  # word joiner
+    "\ufeff",  # zero width no-break space (byte order mark)
+    "\u00ad",  # soft hyphen
+}
+
+
+def _plain_name(value: str) -> str:
+    for char in value:
+        if char in MISLEADING or unicodedata.category(char) == "Cc":
+            raise ValueError(f"must not contain control or invisible characters: U+{ord(char):04X}")
+    return value
+
 
 
 Username = Annotated[
@@ -45,25 +67,26 @@ Username = Annotated[
 ]
 # Any Unicode, measured in characters; argon2 hashes all of it (no 72-byte cut).
 Password = Annotated[
-    str, StringConstraints(min_length=8, max_length=128), AfterValidator(_not_blank)
+    str, StringConstraints(min_length=8, max_length=128), AfterValidator(_not_blank), NoNul
 ]
+# Shown to other people as who someone is, or what a conversation is.
 DisplayName = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
-    AfterValidator(_no_nul),
+    AfterValidator(_plain_name),
 ]
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_no_nul),
+    AfterValidator(_plain_name),
 ]
 MessageText = Annotated[
     str,
     StringConstraints(min_length=1, max_length=4000),
     AfterValidator(_not_blank),
-    AfterValidator(_no_nul),
+    NoNul,
 ]
-ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_no_nul)]
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul]
 
 MAX_GROUP_MEMBERS = 100
 # Ids fit SQL's BIGINT; a larger number would overflow the database driver.
@@ -136,7 +159,7 @@ class UserAdminPublic(UserPublic):
 
 
 class PasswordChange(SQLModel):
-    current_password: str = Field(max_length=128)
+    current_password: Text = Field(max_length=128)
     new_password: Password
 
 
@@ -148,15 +171,15 @@ class LoginForm(SQLModel):
     Swagger UI's Authorize dialog sends."""
 
     grant_type: Literal["password"] | None = None
-    username: str
-    password: str = Field(schema_extra={"json_schema_extra": {"format": "password"}})
-    scope: str = Field(
+    username: Text
+    password: Text = Field(schema_extra={"json_schema_extra": {"format": "password"}})
+    scope: Text = Field(
         default="",
         description="The scopes to ask for, separated by spaces, e.g. `messages:read`; "
         "empty for every scope your role allows",
     )
-    client_id: str | None = None
-    client_secret: str | None = Field(
+    client_id: Text | None = None
+    client_secret: Text | None = Field(
         default=None, schema_extra={"json_schema_extra": {"format": "password"}}
     )
 
@@ -287,7 +310,7 @@ class Conversation(ConversationBase, table=True):
 
 
 class ConversationCreate(ConversationBase):
-    members: list[str] = Field(default_factory=list, max_length=MAX_GROUP_MEMBERS)
+    members: list[Text] = Field(default_factory=list, max_length=MAX_GROUP_MEMBERS)
 
     @model_validator(mode="after")
     def check_kind(self) -> Self:
@@ -326,7 +349,7 @@ class ConversationPublic(ConversationBase):
 
 
 class MemberAdd(SQLModel):
-    username: str
+    username: Text
 
 
 class ReadMarker(SQLModel):

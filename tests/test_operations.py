@@ -6,14 +6,27 @@ import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
+from sqlalchemy import Engine
 
 import db
 from config import Settings, load_or_create_secret_key, settings
-from tests.helpers import PASSWORD, bearer, create_conversation, login, new_user, send, signup
+from main import app
+from tests.helpers import (
+    PASSWORD,
+    bearer,
+    create_conversation,
+    login,
+    new_admin,
+    new_user,
+    send,
+    signup,
+)
+from tests.server import Server, running
 
 
 def test_healthz(client: TestClient) -> None:
@@ -209,14 +222,6 @@ def test_settings_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert not (tmp_path / "data" / "secret_key").exists()  # a given key is not written
 
 
-def test_admin_usernames_get_admin_role(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(settings, "ADMIN_USERNAMES", ["Alice"])
-    assert signup(client, "alice")["role"] == "admin"
-    assert signup(client, "bob")["role"] == "member"
-
-
 def test_logs_never_contain_passwords_or_tokens(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -276,9 +281,129 @@ def test_ids_below_one_are_422(client: TestClient, url: str) -> None:
     assert client.get(url, headers=headers).status_code == 422
 
 
-def test_admin_message_id_below_one_is_422(
+def test_admin_message_id_below_one_is_422(client: TestClient) -> None:
+    admin = new_admin(client, "root")
+    assert client.delete(f"/admin/messages/{-(2**70)}", headers=admin).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/conversations", "/channels", "/conversations/1/members", "/admin/users"],
+)
+def test_offsets_beyond_bigint_are_422(client: TestClient, path: str) -> None:
+    """An offset of 2**63 was an OverflowError and a 500; the largest that
+    fits is an empty page."""
+    headers = new_admin(client, "root")
+    assert client.get(path, params={"offset": 2**63}, headers=headers).status_code == 422
+    largest = client.get(path, params={"offset": 2**63 - 1}, headers=headers)
+    assert largest.status_code == 200
+    assert largest.json() == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/conversations", {"kind": "direct", "members": ["bob\x00"]}),
+        ("/conversations", {"kind": "group", "title": "g", "members": ["x\x00"]}),
+        ("/conversations", {"kind": "group", "title": "g\x00", "members": ["bob"]}),
+        ("/conversations", {"kind": "channel", "title": "c\x00"}),
+        ("/conversations/{group}/members", {"username": "bob\x00"}),
+    ],
+)
+def test_text_with_nul_in_conversations_is_422(
+    client: TestClient, path: str, body: dict[str, Any]
+) -> None:
+    """psycopg's DataError on PostgreSQL (a 500) before; refused on both."""
+    alice = new_user(client, "alice")
+    signup(client, "bob")
+    group = create_conversation(client, alice, kind="group", title="team", members=[])["id"]
+    response = client.post(path.format(group=group), json=body, headers=alice)
+    assert response.status_code == 422
+    assert len(client.get("/conversations", headers=alice).json()) == 2  # general, team
+
+
+@pytest.mark.parametrize("title", ["team\u202e", "te\u200bam", "\u2066team\u2069", "team\x1b"])
+def test_titles_refuse_misleading_characters(client: TestClient, title: str) -> None:
+    alice = new_user(client, "alice")
+    for body in (
+        {"kind": "group", "title": title, "members": []},
+        {"kind": "channel", "title": title},
+    ):
+        assert client.post("/conversations", json=body, headers=alice).status_code == 422
+
+
+def test_request_before_the_app_has_started_is_503() -> None:
+    """Without its lifespan (or while it runs) the app cannot serve a request
+    that needs the database: 503 and Retry-After, not an AttributeError."""
+    not_started = TestClient(app)  # no `with`: the lifespan does not run
+    response = not_started.get("/healthz")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert not_started.post("/token", data={"username": "a", "password": "b"}).status_code == 503
+
+
+def test_signup_under_a_listed_admin_name_makes_a_member(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(settings, "ADMIN_USERNAMES", ["root"])
-    admin = new_user(client, "root")
-    assert client.delete(f"/admin/messages/{-(2**70)}", headers=admin).status_code == 422
+    """Whoever registered a name listed in ADMIN_USERNAMES first on a fresh
+    deployment used to own the server."""
+    monkeypatch.setattr(settings, "ADMIN_USERNAMES", ["Root"])
+    assert signup(client, "root")["role"] == "member"
+    form = {"username": "root", "password": PASSWORD, "scope": "admin"}
+    refused = client.post("/token", data=form)
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_scope"
+    token = bearer(login(client, "root"))
+    assert client.get("/admin/users", headers=token).status_code == 403
+
+
+def test_listed_admin_without_account_is_a_warning(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(settings, "ADMIN_USERNAMES", ["ghost"])
+    with caplog.at_level(logging.WARNING, logger="messageapp.db"):
+        db.init_db(engine)  # what a start does
+    assert "'ghost', which has no account" in caplog.text
+    assert "python -m manage create-admin ghost" in caplog.text
+
+
+@pytest.mark.parametrize("content", ["", "\n", "short", "changeme", " " * 40])
+def test_weak_key_file_refuses_to_start(tmp_path: Path, content: str) -> None:
+    """An empty or short key file (a `touch`, an empty mounted secret, a
+    truncated restore) would let anyone forge tokens with that key."""
+    (tmp_path / "secret_key").write_text(content)
+    with pytest.raises(ValidationError) as refused:
+        Settings(DATA_DIR=tmp_path, SECRET_KEY="")
+    assert "secret_key: the key must be at least 32 random characters" in str(refused.value)
+
+
+def test_server_with_an_empty_key_file_does_not_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "secret_key").touch()
+    server = Server(data)
+    with pytest.raises(RuntimeError):
+        server.start()
+    server.kill()
+    assert "the key must be at least 32 random characters" in server.log.read_text()
+
+
+def test_data_dir_is_private(tmp_path: Path) -> None:
+    """DATA_DIR 700, and the database, its WAL files and the key 600, even
+    where they were made before with the usual umask."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    old = data / "messageapp.db"
+    old.touch()
+    old.chmod(0o644)
+    with running(data) as server:
+        server.user("alice")  # writes: the WAL files exist
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data.iterdir()}
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert modes == {
+        "messageapp.db": 0o600,
+        "messageapp.db-wal": 0o600,
+        "messageapp.db-shm": 0o600,
+        "secret_key": 0o600,
+    }
