@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 import db
 from config import Settings, load_or_create_secret_key, settings
 from main import app
+from tests import database
 from tests.helpers import (
     PASSWORD,
     bearer,
@@ -394,16 +395,13 @@ def test_data_dir_is_private(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
     data.chmod(0o755)
-    old = data / "messageapp.db"
-    old.touch()
-    old.chmod(0o644)
+    if not database.POSTGRES:
+        old = data / "messageapp.db"
+        old.touch()
+        old.chmod(0o644)
     with running(data) as server:
         server.user("alice")  # writes: the WAL files exist
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data.iterdir()}
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
-    assert modes == {
-        "messageapp.db": 0o600,
-        "messageapp.db-wal": 0o600,
-        "messageapp.db-shm": 0o600,
-        "secret_key": 0o600,
-    }
+    sqlite = {"messageapp.db": 0o600, "messageapp.db-wal": 0o600, "messageapp.db-shm": 0o600}
+    assert modes == {**({} if database.POSTGRES else sqlite), "secret_key": 0o600}
