@@ -62,7 +62,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 
 # Exec form: uvicorn is PID 1 and gets SIGTERM itself. In-flight requests get
 # 5 s to finish, so the app shuts down cleanly before `docker stop` (10 s) kills it.
-# No per-message-deflate: compressing every event once per socket costs 40 KiB
-# of memory per socket and a third more fan-out time, to save bytes on small frames.
-# TimedH11Protocol and the size caps bound slow and oversized requests (README, "Reliability").
-CMD ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--timeout-graceful-shutdown", "5", "--http", "middleware:TimedH11Protocol", "--h11-max-incomplete-event-size", "16384", "--ws-max-size", "65536", "--ws-per-message-deflate", "false"]
+# serve.py starts uvicorn with the flags every start shares (deadlines and size
+# caps for requests, no WebSocket compression), as `make run` does.
+CMD ["python", "-m", "serve", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--timeout-graceful-shutdown", "5"]

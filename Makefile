@@ -9,19 +9,14 @@ PORT   ?= 8000
 
 .PHONY: run demo test test-slow audit lint typecheck check bench bench-http screenshots clean
 
-# The flags shared with the Dockerfile's CMD. --http middleware:TimedH11Protocol and
-# the size caps: see README, "Reliability"; no deflate: "Fan-out benchmark".
-UVICORN_FLAGS := --http middleware:TimedH11Protocol --h11-max-incomplete-event-size 16384 \
-	--ws-max-size 65536 --ws-per-message-deflate false
-
 run: $(VENV)/.run-deps  ## Start the service on http://$(HOST):$(PORT) (SQLite in ./data)
-	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
+	$(BIN)/python -m serve --host $(HOST) --port $(PORT)
 
 # The demo's own data folder, so that it never mixes with ./data.
 DEMO_DIR ?= data-demo
 
 demo: $(VENV)/.run-deps  ## Like run, on $(DEMO_DIR) filled with demo users and messages (see README)
-	DEMO_DATA=1 DATA_DIR=$(DEMO_DIR) $(BIN)/uvicorn main:app --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
+	DEMO_DATA=1 DATA_DIR=$(DEMO_DIR) $(BIN)/python -m serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.dev-deps  ## Run the test suite
 	$(BIN)/pytest

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Security, st
 import crud
 from auth import AUTH_ERRORS, Admin, forbidden, get_current_user
 from db import SessionDep
-from hub import Events, delete_message_for_all
+from hub import Events
+from messages import delete_message_for_all
 from models import MAX_ID, NoNul, Scope, User, UserAdminPublic, error_responses
 
 router = APIRouter(

@@ -1,4 +1,4 @@
-"""Password hashing, JWTs, scopes, the current-user dependency, and the login routes."""
+"""Password hashing, JWTs, scopes, the current-user dependency, and the login route."""
 
 import logging
 import os
@@ -20,8 +20,7 @@ from sqlmodel import Session
 import crud
 import db
 from config import settings
-from db import ReadSessionDep, SessionDep
-from hub import Events
+from db import ReadSessionDep
 from models import (
     ATTEMPT_LOGIN_FAILURE,
     LoginForm,
@@ -434,19 +433,3 @@ def login(
         expires_in=settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60,
         scope=" ".join(scopes),
     )
-
-
-@router.post(
-    "/logout",
-    status_code=status.HTTP_204_NO_CONTENT,
-    summary="Log out",
-    responses=error_responses({401: UNAUTHORIZED}),
-)
-def logout(
-    session: SessionDep, payload: TokenPayloadDep, user: AnyScopeUser, events: Events
-) -> None:
-    """Revoke the token this request carries; other tokens of yours keep working.
-    A WebSocket opened with this token is closed. Any token may log itself
-    out, whatever its scopes."""
-    crud.revoke_token(session, payload.jti, datetime.fromtimestamp(payload.exp, UTC))
-    events.check_tokens(user)

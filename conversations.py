@@ -2,11 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, Security, status
+from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 
 import crud
-from auth import AUTH_ERRORS, AnyScopeUser, Reader, Writer, forbidden
-from crud import ConversationAccess
+import pages
+from access import NOT_JOINED, NOT_VISIBLE, ReadableConversation, WritableConversation
+from auth import AUTH_ERRORS, Reader, Writer
 from db import SessionDep
 from hub import Events
 from models import (
@@ -16,48 +17,20 @@ from models import (
     ConversationKind,
     ConversationPublic,
     JoinedEvent,
-    JSONRows,
     MemberAdd,
     ReadEvent,
     ReadMarker,
-    Scope,
     UserPublic,
     error_responses,
 )
+from pages import JSONRows
 
 router = APIRouter(
     tags=["conversations"],
     responses=error_responses(AUTH_ERRORS),
 )
-NOT_VISIBLE = {404: "No such conversation, or you may not see it"}
-NOT_JOINED = forbidden("You have not joined this channel")
-
 Limit = Annotated[int, Query(ge=1, le=200)]
 Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
-
-
-def get_conversation_access(
-    session: SessionDep,
-    user: AnyScopeUser,
-    conversation_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The conversation's id")],
-) -> ConversationAccess:
-    """The conversation in the path, if the caller may see it: a member sees
-    it, and anyone signed in sees a channel. Anything else is 404, so a
-    stranger cannot even learn that it exists."""
-    access = crud.get_conversation_access(session, conversation_id, user)
-    if access is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Conversation not found")
-    return access
-
-
-# The conversation, for a route that reads it or one that changes it. The
-# scope reaches `AnyScopeUser` above, the same scope as the route's own user.
-ReadableConversation = Annotated[
-    ConversationAccess, Security(get_conversation_access, scopes=[Scope.read])
-]
-WritableConversation = Annotated[
-    ConversationAccess, Security(get_conversation_access, scopes=[Scope.write])
-]
 
 
 @router.post(
@@ -124,7 +97,7 @@ def create_conversation(
         existing = crud.get_direct_conversation(session, user, others[0])
         if existing is not None:
             response.status_code = status.HTTP_200_OK
-            return crud.conversation_public(session, existing, user)
+            return pages.conversation_public(session, existing, user)
     # Nobody starts something new with a deactivated user; what they were
     # in already stays as it was.
     deactivated = [other.username for other in others if not other.active]
@@ -145,10 +118,10 @@ def create_conversation(
         existing = crud.get_direct_conversation(session, user, others[0])
         if existing is not None:
             response.status_code = status.HTTP_200_OK
-            return crud.conversation_public(session, existing, user)
+            return pages.conversation_public(session, existing, user)
     if conversation is None:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="Channel title already taken")
-    public = crud.conversation_public(session, conversation, user)
+    public = pages.conversation_public(session, conversation, user)
     # Everyone starts with the same view of a new conversation: a member,
     # nothing unread, no messages. So the creator's copy serves them all.
     events.to_users([user, *others], JoinedEvent(conversation=public))
@@ -161,8 +134,8 @@ def read_conversations(
 ) -> JSONRows:
     """The conversations you are a member of, latest activity first, each with
     its last message and your unread count."""
-    conversations = crud.list_conversations(session, user, limit, offset)
-    return JSONRows(crud.conversation_page(session, conversations, user))
+    conversations = pages.list_conversations(session, user, limit, offset)
+    return JSONRows(pages.conversation_page(session, conversations, user))
 
 
 @router.get("/channels", summary="All channels", response_model=list[ConversationPublic])
@@ -170,8 +143,8 @@ def read_channels(
     session: SessionDep, user: Reader, limit: Limit = 50, offset: Offset = 0
 ) -> JSONRows:
     """Every public channel, by title; `is_member` tells which ones you have joined."""
-    channels = crud.list_channels(session, limit, offset)
-    return JSONRows(crud.conversation_page(session, channels, user))
+    channels = pages.list_channels(session, limit, offset)
+    return JSONRows(pages.conversation_page(session, channels, user))
 
 
 @router.get(
@@ -183,7 +156,7 @@ def read_conversation(
     session: SessionDep, user: Reader, access: ReadableConversation
 ) -> ConversationPublic:
     """A conversation you are in, or any channel."""
-    return crud.conversation_public(session, access.conversation, user)
+    return pages.conversation_public(session, access.conversation, user)
 
 
 @router.get(
@@ -216,7 +189,7 @@ def join_conversation(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail="Only channels can be joined"
         )
     joined = crud.add_member(session, access, user)
-    public = crud.conversation_public(session, access.conversation, user)
+    public = pages.conversation_public(session, access.conversation, user)
     if joined:
         events.to_users([user], JoinedEvent(conversation=public))
     return public
@@ -276,9 +249,9 @@ def add_member(
             detail=f"A group has at most {MAX_GROUP_MEMBERS} members",
         )
     if crud.add_member(session, access, new_member):
-        their_view = crud.conversation_public(session, access.conversation, new_member)
+        their_view = pages.conversation_public(session, access.conversation, new_member)
         events.to_users([new_member], JoinedEvent(conversation=their_view))
-    return crud.conversation_public(session, access.conversation, user)
+    return pages.conversation_public(session, access.conversation, user)
 
 
 @router.post(

@@ -1,41 +1,33 @@
 """Queries and changes behind the routes.
 
 Helpers never raise HTTPException: they return None or False when something
-is missing or taken, and the route picks the status. Every list is loaded in
-a fixed number of queries, however many rows it has (authors, members and
-last messages are fetched in bulk, never one query per row).
+is missing or taken, and the route picks the status. The busiest list pages
+(history, search, conversation lists) are in pages.py.
 """
 
 import math
-from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
-    Row,
     and_,
     bindparam,
     delete,
     exists,
-    false,
     func,
-    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from config import settings
-from db import GENERAL_CHANNEL, fold, is_sqlite
+from db import GENERAL_CHANNEL, fold
 from models import (
     ClientAttempt,
     Conversation,
     ConversationKind,
-    ConversationPublic,
     LoginFailure,
     Membership,
     Message,
@@ -52,30 +44,30 @@ from models import (
 # --- Users -----------------------------------------------------------------
 
 
-def _lower_username() -> ColumnElement[str]:
+def lower_username() -> ColumnElement[str]:
     # The same expression as the unique index, so lookups can use that index.
     return func.lower(User.username)
 
 
 def get_user_by_username(session: Session, username: str) -> User | None:
-    return session.exec(select(User).where(_lower_username() == username.lower())).first()
+    return session.exec(select(User).where(lower_username() == username.lower())).first()
 
 
 def get_users_by_usernames(session: Session, usernames: list[str]) -> dict[str, User]:
     """The users that exist among `usernames`, keyed by lower-cased username."""
     wanted = {name.lower() for name in usernames}
-    users = session.exec(select(User).where(_lower_username().in_(wanted))).all()
+    users = session.exec(select(User).where(lower_username().in_(wanted))).all()
     return {user.username.lower(): user for user in users}
 
 
 def search_users(
     session: Session, prefix: str, limit: int, offset: int = 0, *, active_only: bool
 ) -> Sequence[User]:
-    pattern = _escape_like(prefix.lower()) + "%"
-    query = select(User).where(_lower_username().like(pattern, escape=LIKE_ESCAPE))
+    pattern = escape_like(prefix.lower()) + "%"
+    query = select(User).where(lower_username().like(pattern, escape=LIKE_ESCAPE))
     if active_only:
         query = query.where(col(User.active))
-    return session.exec(query.order_by(_lower_username()).offset(offset).limit(limit)).all()
+    return session.exec(query.order_by(lower_username()).offset(offset).limit(limit)).all()
 
 
 def create_user(session: Session, user_in: UserCreate, hashed_password: str) -> User | None:
@@ -216,7 +208,7 @@ def record_attempt(session: Session, kind: str, client_ip: str, now: datetime, w
     session.commit()
 
 
-# Every authenticated request asks this: one query, built once (see NEWEST_PAGE).
+# Every authenticated request asks this: one query, built once (see pages.NEWEST_PAGE).
 USER_UNLESS_REVOKED = select(User).where(
     User.id == bindparam("user_id"), ~exists().where(col(RevokedToken.jti) == bindparam("jti"))
 )
@@ -263,7 +255,7 @@ class ConversationAccess:
 
 
 # The conversation and the user's membership of it (if any), in one query
-# built once (see NEWEST_PAGE): every request about a conversation asks it.
+# built once (see pages.NEWEST_PAGE): every request about a conversation asks it.
 CONVERSATION_ACCESS = (
     select(Conversation, Membership)
     .outerjoin(
@@ -373,7 +365,7 @@ def list_members(
         select(User)
         .join(Membership, col(Membership.user_id) == User.id)
         .where(Membership.conversation_id == conversation.id)
-        .order_by(_lower_username())
+        .order_by(lower_username())
         .offset(offset)
         .limit(limit)
     ).all()
@@ -395,223 +387,6 @@ def mark_read(session: Session, membership: Membership, message_id: int) -> bool
     return result.rowcount == 1
 
 
-# Pages of messages (history, search) are read as plain rows and sent as
-# dicts of MessagePublic's shape: loading 50 messages with their authors as
-# ORM objects and validating 50 MessagePublic models takes about 3 ms of CPU,
-# rows made into dicts about 0.3 ms. tests/test_messages.py checks that both
-# forms agree.
-MessageJSON = dict[str, Any]
-
-# The columns of a UserPublic, in the order `user_json` unpacks them.
-USER_COLUMNS = (
-    col(User.id),
-    col(User.username),
-    col(User.display_name),
-    col(User.role),
-    col(User.created_at),
-)
-
-
-def user_json(row: Sequence[Any]) -> dict[str, Any]:
-    """A row of USER_COLUMNS as UserPublic's JSON has it."""
-    id_, username, display_name, role, created_at = row
-    return {
-        "id": id_,
-        "username": username,
-        "display_name": display_name,
-        "role": role,
-        "created_at": created_at,
-    }
-
-
-# The columns of a MessagePublic, the message's and its author's, in the
-# order `message_json` unpacks them.
-MESSAGE_ROWS = select(  # type: ignore[call-overload]
-    Message.id,
-    Message.conversation_id,
-    Message.client_id,
-    Message.content,
-    Message.created_at,
-    Message.edited_at,
-    Message.deleted,
-    *USER_COLUMNS,
-).join(User, col(User.id) == Message.author_id)
-
-
-def message_json(row: Row[Any]) -> MessageJSON:
-    """A row of MESSAGE_ROWS as MessagePublic's JSON has it."""
-    # Unpacking a row is several times quicker than reading it by name.
-    id_, conversation_id, client_id, content, created_at, edited_at, deleted = tuple(row[:7])
-    return {
-        "id": id_,
-        "conversation_id": conversation_id,
-        "author": user_json(row[7:]),
-        "content": content,
-        "client_id": client_id,
-        "created_at": created_at,
-        "edited_at": edited_at,
-        "deleted": deleted,
-    }
-
-
-# Lists of conversations are read as rows and sent as dicts of
-# ConversationPublic's shape, as pages of messages are (see MessageJSON): a
-# page of 50 holds some 400 users and messages, and validating each as a
-# model took most of its 20 ms. tests/test_conversations.py checks that both
-# forms agree.
-ConversationJSON = dict[str, Any]
-CONVERSATION_COLUMNS = (
-    col(Conversation.id),
-    col(Conversation.kind),
-    col(Conversation.title),
-    col(Conversation.created_at),
-)
-
-
-class ConversationLike(Protocol):
-    """What `conversation_page` reads: a Conversation, or a row of CONVERSATION_COLUMNS."""
-
-    @property
-    def id(self) -> int | None: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def title(self) -> str | None: ...
-    @property
-    def created_at(self) -> datetime: ...
-
-
-# The queries of a page of conversations, built once (see NEWEST_PAGE); `ids`
-# is the page's conversation ids, `viewer_id` the user who reads it.
-_last_message_at = (
-    select(Message.created_at)
-    .where(Message.conversation_id == Conversation.id)
-    .order_by(col(Message.id).desc())
-    .limit(1)
-    .scalar_subquery()
-)
-MY_CONVERSATIONS = (
-    select(*CONVERSATION_COLUMNS)
-    .join(Membership, col(Membership.conversation_id) == Conversation.id)
-    .where(Membership.user_id == bindparam("viewer_id"))
-    .order_by(func.coalesce(_last_message_at, Conversation.created_at).desc())
-    .order_by(col(Conversation.id).desc())
-    .offset(bindparam("offset"))
-    .limit(bindparam("limit"))
-)
-CHANNELS = (
-    select(*CONVERSATION_COLUMNS)
-    .where(Conversation.kind == ConversationKind.channel)
-    .order_by(col(Conversation.channel_key))
-    .offset(bindparam("offset"))
-    .limit(bindparam("limit"))
-)
-_in_page = col(Membership.conversation_id).in_(bindparam("ids", expanding=True))
-VIEWER_IS_MEMBER = select(Membership.conversation_id).where(
-    _in_page, Membership.user_id == bindparam("viewer_id")
-)
-MEMBER_COUNTS = (
-    select(Membership.conversation_id, func.count())
-    .where(_in_page)
-    .group_by(col(Membership.conversation_id))
-)
-MEMBERS = (
-    select(col(Membership.conversation_id), *USER_COLUMNS)  # type: ignore[call-overload]
-    .join(User, col(User.id) == Membership.user_id)
-    .where(_in_page)
-    .order_by(_lower_username())
-)
-# Each conversation's newest message: max(id) per conversation is one index
-# lookup each, where a GROUP BY would read every message.
-_newer = aliased(Message)
-_newest_id = (
-    select(func.max(_newer.id)).where(_newer.conversation_id == Conversation.id).scalar_subquery()
-)
-LAST_MESSAGES = MESSAGE_ROWS.where(
-    col(Message.id).in_(
-        select(_newest_id).where(col(Conversation.id).in_(bindparam("ids", expanding=True)))
-    )
-)
-UNREAD_COUNTS = (
-    select(Message.conversation_id, func.count())
-    .join(
-        Membership,
-        and_(
-            col(Membership.conversation_id) == Message.conversation_id,
-            col(Membership.user_id) == bindparam("viewer_id"),
-        ),
-    )
-    .where(
-        col(Message.conversation_id).in_(bindparam("ids", expanding=True)),
-        col(Message.id) > Membership.last_read_message_id,
-        Message.author_id != bindparam("viewer_id"),
-        Message.deleted == false(),
-    )
-    .group_by(col(Message.conversation_id))
-)
-
-
-def list_conversations(session: Session, user: User, limit: int, offset: int) -> Sequence[Any]:
-    """The user's conversations (rows of CONVERSATION_COLUMNS), latest activity
-    (last message, else creation) first."""
-    params = {"viewer_id": user.id, "limit": limit, "offset": offset}
-    return session.connection().execute(MY_CONVERSATIONS, params).all()
-
-
-def list_channels(session: Session, limit: int, offset: int) -> Sequence[Any]:
-    """Rows of CONVERSATION_COLUMNS, by title."""
-    return session.connection().execute(CHANNELS, {"limit": limit, "offset": offset}).all()
-
-
-def conversation_page(
-    session: Session, conversations: Sequence[ConversationLike], viewer: User
-) -> list[ConversationJSON]:
-    """Each conversation as `viewer` sees it (ConversationPublic's JSON), in five queries."""
-    if not conversations:
-        return []
-    connection = session.connection()
-    ids = [c.id for c in conversations]
-    page = {"ids": ids, "viewer_id": viewer.id}
-    mine = set(connection.execute(VIEWER_IS_MEMBER, page).scalars())
-    counts: dict[int | None, int] = {
-        row[0]: row[1] for row in connection.execute(MEMBER_COUNTS, page)
-    }
-    # Member lists for direct and group conversations (channels have none).
-    members: dict[int | None, list[dict[str, Any]]] = defaultdict(list)
-    private = {"ids": [c.id for c in conversations if c.kind != ConversationKind.channel]}
-    if private["ids"]:
-        for row in connection.execute(MEMBERS, private):
-            members[row[0]].append(user_json(row[1:]))
-    last: dict[int | None, MessageJSON] = {}
-    for row in connection.execute(LAST_MESSAGES, page):
-        message = message_json(row)
-        last[message["conversation_id"]] = message
-    unread: dict[int | None, int] = {
-        row[0]: row[1] for row in connection.execute(UNREAD_COUNTS, page)
-    }
-
-    return [
-        {
-            "id": c.id,
-            "kind": c.kind,
-            "title": c.title,
-            "created_at": c.created_at,
-            "member_count": counts.get(c.id, 0),
-            "members": None if c.kind == ConversationKind.channel else members[c.id],
-            "is_member": c.id in mine,
-            "last_message": last.get(c.id),
-            "unread_count": unread.get(c.id, 0),
-        }
-        for c in conversations
-    ]
-
-
-def conversation_public(
-    session: Session, conversation: Conversation, viewer: User
-) -> ConversationPublic:
-    return ConversationPublic.model_validate(conversation_page(session, [conversation], viewer)[0])
-
-
 # --- Messages --------------------------------------------------------------
 
 
@@ -620,14 +395,6 @@ def message_public(message: Message, author: User) -> MessagePublic:
     # from_attributes (once called orm_mode) for every class.
     return MessagePublic.model_validate(
         message, update={"author": UserPublic.model_validate(author)}
-    )
-
-
-def _membership_of(viewer: User) -> ColumnElement[bool]:
-    """Join condition: `viewer`'s membership of the message's conversation."""
-    return and_(
-        col(Membership.conversation_id) == Message.conversation_id,
-        col(Membership.user_id) == viewer.id,
     )
 
 
@@ -727,80 +494,11 @@ def delete_message(session: Session, message: Message) -> None:
     session.commit()
 
 
-# A page of history in the three ways it is asked for. Statements built once
-# and given their values as parameters: SQLAlchemy then reuses their compiled
-# SQL, where a statement built per request costs about 0.2 ms to build and to
-# find in its cache.
-_PAGE = MESSAGE_ROWS.where(Message.conversation_id == bindparam("conversation_id")).limit(
-    bindparam("limit")
-)
-NEWEST_PAGE = _PAGE.order_by(col(Message.id).desc())
-# Keyset paging: "id < before" walks the (conversation_id, id) index from
-# that point, so a page deep in the history costs what the newest one does.
-PAGE_BEFORE = _PAGE.where(col(Message.id) < bindparam("cursor")).order_by(col(Message.id).desc())
-PAGE_AFTER = _PAGE.where(col(Message.id) > bindparam("cursor")).order_by(col(Message.id))
-
-
-def message_history(
-    session: Session,
-    conversation: Conversation,
-    limit: int,
-    before: int | None = None,
-    after: int | None = None,
-) -> list[MessageJSON]:
-    """A page of history in ascending id order; see GET /conversations/{id}/messages."""
-    params = {"conversation_id": conversation.id, "limit": limit}
-    if after is not None:
-        rows = session.connection().execute(PAGE_AFTER, {**params, "cursor": after})
-        return [message_json(row) for row in rows]
-    if before is not None:
-        rows = session.connection().execute(PAGE_BEFORE, {**params, "cursor": before})
-    else:
-        rows = session.connection().execute(NEWEST_PAGE, params)
-    return [message_json(row) for row in reversed(rows.all())]
-
-
-def search_messages(
-    session: Session, viewer: User, q: str, conversation_id: int | None, limit: int
-) -> list[MessageJSON]:
-    """Messages containing `q` (ignoring case) in the viewer's conversations, newest first."""
-    contains_q = _contains(fold(q), sqlite=is_sqlite(session.get_bind()))
-    query = (
-        MESSAGE_ROWS.join(Membership, _membership_of(viewer))
-        .where(Message.deleted == false(), contains_q)
-        .order_by(col(Message.id).desc())
-        .limit(limit)
-    )
-    if conversation_id is not None:
-        query = query.where(Message.conversation_id == conversation_id)
-    return [message_json(row) for row in session.exec(query)]
-
-
-# Trigram indexes know strings of 3 characters or more: a shorter query
-# cannot use them, and is answered by a scan (same results, more slowly).
-TRIGRAM = 3
-
-
-def _contains(needle: str, *, sqlite: bool) -> ColumnElement[bool]:
-    """Messages whose folded text contains `needle`, through each database's
-    trigram index (migration 0002): an exact substring test on both."""
-    search_text = col(Message.search_text)
-    if not sqlite:
-        # PostgreSQL's LIKE is case-sensitive, and pg_trgm's GIN index serves it.
-        return search_text.like(f"%{_escape_like(needle)}%", escape=LIKE_ESCAPE)
-    if len(needle) < TRIGRAM:
-        return func.instr(search_text, needle) > 0
-    # An FTS5 phrase of trigrams matches exactly where the text contains it.
-    phrase = '"' + needle.replace('"', '""') + '"'
-    matching = text("SELECT rowid FROM message_search WHERE message_search MATCH :phrase")
-    return col(Message.id).in_(matching.bindparams(phrase=phrase))
-
-
 # "/" rather than a backslash: it needs no extra quoting on any database.
 LIKE_ESCAPE = "/"
 
 
-def _escape_like(text: str) -> str:
+def escape_like(text: str) -> str:
     """Make %, _ and the escape character itself match literally in LIKE."""
     for char in (LIKE_ESCAPE, "%", "_"):
         text = text.replace(char, LIKE_ESCAPE + char)

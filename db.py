@@ -4,12 +4,28 @@ Two databases, chosen by `DATABASE_URL`, each set up here for what it is:
 
 - **SQLite** (the default: a file in DATA_DIR, no server). One file, one
   writer at a time: the pragmas below make it durable and concurrent enough
-  for one machine, and writers queue for the lock up front (BEGIN IMMEDIATE).
+  for one machine, and writers take turns as described below.
 - **PostgreSQL** (`postgresql+psycopg://user:password@host/db`), for several
   replicas. It locks rows itself, so a pool of connections is all it needs.
 
 Every query works on both. The schema comes from the migrations in
 alembic/, which `init_db` applies at start on either database.
+
+How writers take turns on SQLite, the whole scheme:
+
+1. A request that writes first waits for its process's writer's turn, on
+   the event loop, first come first served (`Turns`, taken in
+   `get_session`), before any of its code runs in a worker thread. Waiting
+   there holds no thread.
+2. Every write transaction, a request's or not, begins by taking SQLite's
+   write lock (`BEGIN IMMEDIATE`, in `on_begin`). That is what orders the
+   writers of different processes, and the few writes made outside a
+   request's session (a login's rows after its hash, the command line,
+   start-up): `begin_immediate` tries for the lock every millisecond.
+
+Past SQLITE_BUSY_TIMEOUT_SECONDS either wait is a 503 with Retry-After.
+Readers never wait for a writer (WAL). The rest of the code knows none of
+this: a route takes `SessionDep` to write, `ReadSessionDep` to only read.
 """
 
 import logging
@@ -163,6 +179,28 @@ def create_db_engine(url: str) -> Engine:
 engine = create_db_engine(settings.DATABASE_URL)
 
 
+def writing(bind: Engine) -> Engine:
+    """`bind`, beginning its transactions with SQLite's write lock taken
+    (PostgreSQL ignores it: it locks the rows a transaction writes)."""
+    return bind.execution_options(sqlite_begin="IMMEDIATE")
+
+
+# Sessions outside a request. Objects stay readable after commit
+# (expire_on_commit=False), so their fields need no second query.
+
+
+def write_session() -> Session:
+    """A short session that writes, outside a request's own session: a route
+    that hashed a password first, the command line, the demo data. It waits
+    for SQLite's lock as another process would (see begin_immediate)."""
+    return Session(writing(engine), expire_on_commit=False)
+
+
+def read_session() -> Session:
+    """A session that only reads, outside a request (the WebSocket, the hub)."""
+    return Session(engine, expire_on_commit=False)
+
+
 class Turns:
     """What a request waits for on the event loop before its first query: a
     connection, and to write on SQLite, the writer's turn.
@@ -272,28 +310,6 @@ async def get_session(request: Request, session: ReadSessionDep) -> AsyncIterato
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-
-
-def writing(bind: Engine) -> Engine:
-    """`bind`, beginning its transactions with SQLite's write lock taken
-    (PostgreSQL ignores it: it locks the rows a transaction writes)."""
-    return bind.execution_options(sqlite_begin="IMMEDIATE")
-
-
-# Sessions outside a request. Objects stay readable after commit
-# (expire_on_commit=False), so their fields need no second query.
-
-
-def write_session() -> Session:
-    """A short session that writes, outside a request's own session: a route
-    that hashed a password first, the command line, the demo data. It waits
-    for SQLite's lock as another process would (see begin_immediate)."""
-    return Session(writing(engine), expire_on_commit=False)
-
-
-def read_session() -> Session:
-    """A session that only reads, outside a request (the WebSocket, the hub)."""
-    return Session(engine, expire_on_commit=False)
 
 
 # --- Migrations --------------------------------------------------------------

@@ -34,12 +34,12 @@ from fastapi import Depends, WebSocket
 from pydantic import ValidationError
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
-from sqlmodel import Session, SQLModel
+from sqlmodel import SQLModel
 
 import crud
 import db
 from config import settings
-from models import Envelope, Message, MessageEvent, User, UserPublic
+from models import Envelope, User, UserPublic
 
 logger = logging.getLogger("messageapp.hub")
 
@@ -55,7 +55,7 @@ MAX_PENDING = 10_000
 
 
 @dataclass(eq=False)
-class Connection:
+class LiveSocket:
     """One open, authenticated socket, and what its token allows."""
 
     websocket: WebSocket
@@ -256,26 +256,26 @@ class Hub:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.connections: defaultdict[int, set[Connection]] = defaultdict(set)
+        self.sockets: defaultdict[int, set[LiveSocket]] = defaultdict(set)
         # Deliveries get their own worker thread, so they never queue behind
         # slow requests in the thread pool that `def` routes share.
         self.limiter: anyio.CapacityLimiter | None = None
 
-    def add(self, connection: Connection) -> bool:
+    def add(self, socket: LiveSocket) -> bool:
         """Register the socket; False if its user has WS_MAX_PER_USER open
         here already (each costs memory, and every event is sent to each)."""
-        sockets = self.connections[connection.user.id]
-        if len(sockets) >= settings.WS_MAX_PER_USER:
+        theirs = self.sockets[socket.user.id]
+        if len(theirs) >= settings.WS_MAX_PER_USER:
             return False
-        sockets.add(connection)
+        theirs.add(socket)
         return True
 
-    def remove(self, connection: Connection) -> None:
-        sockets = self.connections.get(connection.user.id)
-        if sockets is not None:
-            sockets.discard(connection)
-            if not sockets:
-                del self.connections[connection.user.id]
+    def remove(self, socket: LiveSocket) -> None:
+        theirs = self.sockets.get(socket.user.id)
+        if theirs is not None:
+            theirs.discard(socket)
+            if not theirs:
+                del self.sockets[socket.user.id]
 
     async def publish(self, envelope: Envelope) -> None:
         await self.broker.publish(envelope)
@@ -284,20 +284,20 @@ class Hub:
         """Queue the event on the sockets of those who may receive it now,
         and close any socket whose token has expired or been revoked."""
         if envelope.conversation_id is not None:
-            user_ids = set(self.connections)
+            user_ids = set(self.sockets)
         else:
-            user_ids = {u for u in envelope.user_ids if u in self.connections}
+            user_ids = {u for u in envelope.user_ids if u in self.sockets}
         if envelope.skip_user_id is not None:
             user_ids.discard(envelope.skip_user_id)
         if not user_ids:
             return  # nobody here could receive it: no need to ask the database
-        connections = [c for u in user_ids for c in self.connections.get(u, ())]
+        sockets = [s for u in user_ids for s in self.sockets.get(u, ())]
         try:
             versions, revoked = await anyio.to_thread.run_sync(
                 recipients,
                 user_ids,
                 envelope.conversation_id,
-                {c.jti for c in connections},
+                {s.jti for s in sockets},
                 limiter=self.limiter,
             )
         except Exception:
@@ -305,19 +305,19 @@ class Hub:
             # with `after=`; the hub itself goes on.
             logger.exception("Could not deliver an event")
             return
-        for connection in connections:
-            version = versions.get(connection.user.id)
+        for socket in sockets:
+            version = versions.get(socket.user.id)
             if version is None:
                 continue  # not a member (any more)
-            if connection.check_token(version, revoked) and envelope.event is not None:
-                connection.send(envelope.event)
+            if socket.check_token(version, revoked) and envelope.event is not None:
+                socket.send(envelope.event)
 
     def lost(self) -> None:
         """Some events may never arrive: close every socket, so that clients
         reconnect and catch up over HTTP instead of missing them silently."""
-        for sockets in self.connections.values():
-            for connection in sockets:
-                connection.close(CLOSE_TOO_SLOW, "Events were lost; reconnect and catch up")
+        for theirs in self.sockets.values():
+            for socket in theirs:
+                socket.close(CLOSE_TOO_SLOW, "Events were lost; reconnect and catch up")
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -356,19 +356,6 @@ class Outbox:
     def check_tokens(self, user: User) -> None:
         """Close at once the user's sockets whose token is no longer valid."""
         self.envelopes.append(Envelope(user_ids=[user.id] if user.id is not None else []))
-
-
-def delete_message_for_all(
-    session: Session, message: Message, author: User, events: Outbox
-) -> None:
-    """Leave a tombstone and tell the members; a deleted message stays as it
-    is. Shared by the author's delete and the admin's."""
-    if not message.deleted:
-        crud.delete_message(session, message)
-        tombstone = crud.message_public(message, author)
-        events.to_conversation(
-            message.conversation_id, MessageEvent(type="message.deleted", message=tombstone)
-        )
 
 
 async def get_outbox() -> AsyncIterator[Outbox]:

@@ -1,64 +1,56 @@
 """Routes for messages: send, read history, edit, delete, search."""
 
-from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Response, Security, status
+from fastapi import APIRouter, Body, HTTPException, Query, Response, status
+from sqlmodel import Session
 
 import crud
-from auth import AUTH_ERRORS, AnyScopeUser, Reader, Writer, forbidden, too_many
-from conversations import NOT_JOINED, NOT_VISIBLE, ReadableConversation, WritableConversation
-from crud import ConversationAccess
+import pages
+from access import (
+    MESSAGE_NOT_VISIBLE,
+    NOT_JOINED,
+    NOT_VISIBLE,
+    ReadableConversation,
+    ReadableMessage,
+    WritableConversation,
+    WritableMessage,
+)
+from auth import AUTH_ERRORS, Reader, Writer, forbidden, too_many
 from db import SessionDep
-from hub import Events, delete_message_for_all
+from hub import Events, Outbox
 from models import (
     MAX_ID,
-    JSONRows,
     Message,
     MessageCreate,
     MessageEvent,
     MessagePublic,
     MessageUpdate,
     NoNul,
-    Scope,
+    User,
     error_responses,
     utcnow,
 )
+from pages import JSONRows
 
 router = APIRouter(
     tags=["messages"],
     responses=error_responses(AUTH_ERRORS),
 )
-MESSAGE_NOT_VISIBLE = {404: "No such message, or you may not see it"}
 NOT_YOURS = forbidden("Not your message")
 
 
-@dataclass
-class VisibleMessageAccess:
-    message: Message
-    access: ConversationAccess
-
-
-def get_visible_message(
-    session: SessionDep,
-    user: AnyScopeUser,
-    message_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The message's id")],
-) -> VisibleMessageAccess:
-    """The message in the path, if the caller may see its conversation (else 404)."""
-    message = crud.get_message(session, message_id)
-    if message is not None:
-        access = crud.get_conversation_access(session, message.conversation_id, user)
-        if access is not None:
-            return VisibleMessageAccess(message, access)
-    raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Message not found")
-
-
-ReadableMessage = Annotated[
-    VisibleMessageAccess, Security(get_visible_message, scopes=[Scope.read])
-]
-WritableMessage = Annotated[
-    VisibleMessageAccess, Security(get_visible_message, scopes=[Scope.write])
-]
+def delete_message_for_all(
+    session: Session, message: Message, author: User, events: Outbox
+) -> None:
+    """Leave a tombstone and tell the members; a deleted message stays as it
+    is. Shared by the author's delete and the admin's (admin.py)."""
+    if not message.deleted:
+        crud.delete_message(session, message)
+        tombstone = crud.message_public(message, author)
+        events.to_conversation(
+            message.conversation_id, MessageEvent(type="message.deleted", message=tombstone)
+        )
 
 
 # A plain `def`, like every route that queries the database: FastAPI runs it
@@ -157,7 +149,7 @@ def read_messages(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail="Give either before or after, not both",
         )
-    page = crud.message_history(session, access.conversation, limit, before=before, after=after)
+    page = pages.message_history(session, access.conversation, limit, before=before, after=after)
     return JSONRows(page)
 
 
@@ -237,4 +229,4 @@ def search_messages(
     """Messages containing `q`, ignoring case in any language (`MÜNCHEN` finds
     `München`), newest first. Only conversations you are a member of are
     searched; deleted messages never match. `%` and `_` match themselves."""
-    return JSONRows(crud.search_messages(session, user, q, conversation_id, limit))
+    return JSONRows(pages.search_messages(session, user, q, conversation_id, limit))

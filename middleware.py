@@ -1,17 +1,11 @@
-"""What sits between the server and FastAPI: pure ASGI middleware, and the
-uvicorn protocol that bounds how long a client may take to send a request."""
-
-import asyncio
-from typing import Any
+"""What sits between the server and FastAPI: pure ASGI middleware that
+bounds request bodies and adds the browser security headers."""
 
 import anyio
 from fastapi import HTTPException, status
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
-from config import settings
 
 TOO_LARGE = "Request body too large"
 TOO_SLOW = "Request body not received in time"
@@ -109,60 +103,3 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-class TimedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, with a deadline for the request line and headers.
-
-    uvicorn closes an idle keep-alive connection, but waits forever for a
-    client that connects and sends nothing, or a header a byte at a time
-    (slow loris). Here the request head must be complete within
-    REQUEST_HEAD_TIMEOUT_SECONDS of the connection opening, or of the
-    previous response; otherwise the connection is closed. h11 itself bounds
-    the head's size (`--h11-max-incomplete-event-size`, 16 KiB by default).
-    Start uvicorn with `--http middleware:TimedH11Protocol`.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.head_timer: asyncio.TimerHandle | None = None
-        self.head_cycle: object = None
-
-    def await_head(self) -> None:
-        self.head_cycle = self.cycle  # a new cycle means a request head has arrived
-        self.head_timer = self.loop.call_later(
-            settings.REQUEST_HEAD_TIMEOUT_SECONDS, self.head_timeout
-        )
-
-    def cancel_head_timer(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.await_head()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        # A request began, or the connection became a WebSocket (the
-        # transport then belongs to the WebSocket protocol).
-        if self.cycle is not self.head_cycle or self.transport.get_protocol() is not self:
-            self.cancel_head_timer()
-
-    def on_response_complete(self) -> None:
-        previous = self.cycle
-        super().on_response_complete()
-        # No pipelined request started in the meantime: wait for the next head.
-        if self.cycle is previous and not self.transport.is_closing():
-            self.cancel_head_timer()
-            self.await_head()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.cancel_head_timer()
-        super().connection_lost(exc)
-
-    def head_timeout(self) -> None:
-        self.head_timer = None
-        if not self.transport.is_closing() and self.transport.get_protocol() is self:
-            self.transport.close()

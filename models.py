@@ -6,6 +6,10 @@ One hierarchy per resource, as in the SQLModel tutorial:
 - `XCreate` / `XUpdate` are request bodies;
 - `XPublic` is what responses contain. Table rows are never returned as-is,
   so a column added later (a password hash...) cannot leak by accident.
+
+The one deliberate exception: the busiest list pages (history, search,
+conversation lists) are built from rows as dicts of these schemas' shape,
+for speed, in pages.py, whose TypedDicts a test holds to these classes.
 """
 
 import unicodedata
@@ -13,9 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import Response
 from pydantic import AfterValidator, Strict, StringConstraints, model_validator
-from pydantic_core import to_json
 from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint, text, true
 from sqlmodel import Field, SQLModel
 
@@ -59,7 +61,6 @@ def _plain_name(value: str) -> str:
         if char in MISLEADING or unicodedata.category(char) == "Cc":
             raise ValueError(f"must not contain control or invisible characters: U+{ord(char):04X}")
     return value
-
 
 
 Username = Annotated[
@@ -427,21 +428,6 @@ class Envelope(SQLModel):
     skip_user_id: int | None = None  # not to this user (typing is not echoed)
     event: str | None = None  # the event's JSON; None: only re-check tokens
     origin: str | None = None  # the process that sent it through Redis
-
-
-# --- Responses ---------------------------------------------------------------
-
-
-class JSONRows(Response):
-    """A response of plain dicts and lists, for the routes that build their
-    results from rows rather than models (see crud.MessageJSON). FastAPI sends
-    a Response as it is, so the route declares `response_model=` for /docs;
-    pydantic-core writes datetimes as the models do (ISO 8601, `Z`)."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return to_json(content)
 
 
 # --- Errors, for the OpenAPI document ---------------------------------------

@@ -2,7 +2,7 @@
 
 A client connects, sends `{"type": "auth", "token": ...}` within 10 s, gets
 `{"type": "ready", ...}`, and from then on receives the events that the hub
-(hub.py) queues on its connection. It may send `ping` and `typing` frames.
+(hub.py) queues on its socket. It may send `ping` and `typing` frames.
 """
 
 import logging
@@ -22,7 +22,7 @@ from hub import (
     CLOSE_FORBIDDEN,
     CLOSE_NORMAL,
     CLOSE_UNAUTHORIZED,
-    Connection,
+    LiveSocket,
     hub,
     recipients,
 )
@@ -75,8 +75,8 @@ def _authenticate(token: str) -> tuple[User, TokenPayload] | None:
         return authenticate(session, token)
 
 
-async def handshake(websocket: WebSocket) -> Connection | tuple[int, str]:
-    """Wait for the `auth` frame and check its token: the new connection, or
+async def handshake(websocket: WebSocket) -> LiveSocket | tuple[int, str]:
+    """Wait for the `auth` frame and check its token: the new socket, or
     the close code and reason the socket is refused with."""
     bad_frame = (CLOSE_UNAUTHORIZED, 'The first frame must be {"type": "auth", "token": "..."}')
     with anyio.move_on_after(AUTH_TIMEOUT_SECONDS):
@@ -97,7 +97,7 @@ async def handshake(websocket: WebSocket) -> Connection | tuple[int, str]:
         scopes = granted_scopes(user, token)
         if Scope.read not in scopes:
             return CLOSE_FORBIDDEN, f"The token lacks the {Scope.read.value} scope"
-        return Connection(
+        return LiveSocket(
             websocket,
             UserPublic.model_validate(user),
             token.jti,
@@ -108,8 +108,8 @@ async def handshake(websocket: WebSocket) -> Connection | tuple[int, str]:
     return CLOSE_UNAUTHORIZED, f"No auth frame within {AUTH_TIMEOUT_SECONDS:g} s"
 
 
-async def relay_typing(connection: Connection, conversation_id: int) -> None:
-    user_id = connection.user.id
+async def relay_typing(socket: LiveSocket, conversation_id: int) -> None:
+    user_id = socket.user.id
     now = time.monotonic()
     relayed_at = last_typing[user_id].get(conversation_id)
     if relayed_at is not None and now - relayed_at < TYPING_INTERVAL_SECONDS:
@@ -118,13 +118,13 @@ async def relay_typing(connection: Connection, conversation_id: int) -> None:
     # same moment, see it and stay quiet.
     last_typing[user_id][conversation_id] = now
     members, revoked = await anyio.to_thread.run_sync(
-        recipients, [user_id], conversation_id, [connection.jti]
+        recipients, [user_id], conversation_id, [socket.jti]
     )
     if user_id not in members:
         last_typing[user_id].pop(conversation_id, None)
-        connection.send(error_frame("Conversation not found"))
-    elif connection.check_token(members[user_id], revoked):
-        event = TypingEvent(conversation_id=conversation_id, user=connection.user)
+        socket.send(error_frame("Conversation not found"))
+    elif socket.check_token(members[user_id], revoked):
+        event = TypingEvent(conversation_id=conversation_id, user=socket.user)
         await hub.publish(
             Envelope(
                 conversation_id=conversation_id,
@@ -134,59 +134,59 @@ async def relay_typing(connection: Connection, conversation_id: int) -> None:
         )
 
 
-async def receive_frames(connection: Connection) -> None:
+async def receive_frames(socket: LiveSocket) -> None:
     """Answer the client's frames until it goes away."""
     allowance, checked = FRAME_BURST, time.monotonic()
     while True:
-        message = await connection.websocket.receive()
+        message = await socket.websocket.receive()
         if message["type"] == "websocket.disconnect":
-            connection.close(CLOSE_NORMAL)
+            socket.close(CLOSE_NORMAL)
             return
         # A token bucket: FRAME_RATE frames a second, FRAME_BURST at once.
         now = time.monotonic()
         allowance = min(FRAME_BURST, allowance + (now - checked) * FRAME_RATE) - 1
         checked = now
         if allowance < 0:
-            connection.close(CLOSE_POLICY, "Too many frames")
+            socket.close(CLOSE_POLICY, "Too many frames")
             return
         text = message.get("text")
         if text is None:
-            connection.send(error_frame("Frames must be JSON text, not binary"))
+            socket.send(error_frame("Frames must be JSON text, not binary"))
             continue
         if len(text) > MAX_FRAME_CHARS:
-            connection.close(CLOSE_TOO_BIG, "Frame too large")
+            socket.close(CLOSE_TOO_BIG, "Frame too large")
             return
         try:
             frame = client_frame.validate_json(text)
         except ValidationError as exc:
             error = exc.errors(include_url=False)[0]
             where = ".".join(str(part) for part in error["loc"])
-            connection.send(error_frame(f"{where}: {error['msg']}" if where else error["msg"]))
+            socket.send(error_frame(f"{where}: {error['msg']}" if where else error["msg"]))
             continue
         if isinstance(frame, PingFrame):
-            connection.send(PongEvent().model_dump_json())
+            socket.send(PongEvent().model_dump_json())
         elif isinstance(frame, TypingFrame):
-            if connection.can_write:
-                await relay_typing(connection, frame.conversation_id)
+            if socket.can_write:
+                await relay_typing(socket, frame.conversation_id)
             else:
-                connection.send(error_frame(f"Typing needs the {Scope.write.value} scope"))
+                socket.send(error_frame(f"Typing needs the {Scope.write.value} scope"))
         else:
-            connection.send(error_frame("Already authenticated"))
+            socket.send(error_frame("Already authenticated"))
 
 
-async def send_frames(connection: Connection) -> None:
+async def send_frames(socket: LiveSocket) -> None:
     """Send queued frames, one at a time, for as long as the client reads them."""
     try:
         while True:
-            text = await connection.queue.get()
-            await connection.websocket.send_text(text)
+            text = await socket.queue.get()
+            await socket.websocket.send_text(text)
     except (WebSocketDisconnect, OSError):
-        connection.close(CLOSE_NORMAL)
+        socket.close(CLOSE_NORMAL)
 
 
-async def expire(connection: Connection) -> None:
-    await anyio.sleep(max(0.0, connection.expires_at - time.time()))
-    connection.close(CLOSE_UNAUTHORIZED, "Token expired")
+async def expire(socket: LiveSocket) -> None:
+    await anyio.sleep(max(0.0, socket.expires_at - time.time()))
+    socket.close(CLOSE_UNAUTHORIZED, "Token expired")
 
 
 async def close(websocket: WebSocket, code: int, reason: str = "") -> None:
@@ -208,29 +208,29 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     """Live events. Send `{"type": "auth", "token": "<jwt>"}` first, within 10 s;
     the token needs the `messages:read` scope (else the socket closes with 4403)."""
     await websocket.accept()
-    connection = await handshake(websocket)
-    if isinstance(connection, tuple):
-        await close(websocket, *connection)
+    socket = await handshake(websocket)
+    if isinstance(socket, tuple):
+        await close(websocket, *socket)
         return
-    if not hub.add(connection):
+    if not hub.add(socket):
         limit = f"{settings.WS_MAX_PER_USER} open sockets per user"
         await close(websocket, CLOSE_POLICY, f"Too many sockets: at most {limit}")
         return
-    connection.send(ReadyEvent(user=connection.user).model_dump_json())
-    user_id = connection.user.id
+    socket.send(ReadyEvent(user=socket.user).model_dump_json())
+    user_id = socket.user.id
     try:
         # A logout or password change that committed while the token was being
         # checked found no socket to close; look again now that it is registered.
         await hub.deliver(Envelope(user_ids=[user_id]))
         # Receiving, sending and the expiry timer run side by side; whichever
         # ends first cancels the scope, and with it the other two.
-        with connection.cancel_scope:
+        with socket.cancel_scope:
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(receive_frames, connection)
-                tasks.start_soon(send_frames, connection)
-                tasks.start_soon(expire, connection)
+                tasks.start_soon(receive_frames, socket)
+                tasks.start_soon(send_frames, socket)
+                tasks.start_soon(expire, socket)
     finally:
-        hub.remove(connection)
-        if user_id not in hub.connections:
+        hub.remove(socket)
+        if user_id not in hub.sockets:
             last_typing.pop(user_id, None)
-    await close(websocket, connection.close_code, connection.close_reason)
+    await close(websocket, socket.close_code, socket.close_reason)

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.server import Server  # noqa: E402  (a real uvicorn process, as the tests start)
 
-# Server adds the flags every start shares (tests.server.SERVER_FLAGS); the
+# Server starts `python -m serve`, which adds the flags every start shares; the
 # Docker image adds this one.
 UVICORN_FLAGS = ["--proxy-headers"]
 PASSWORD = "correct horse battery staple"

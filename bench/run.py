@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 BENCH = ROOT / "bench"
 LUA = BENCH / "wrk" / "request.lua"
 
-from tests.server import SERVER_FLAGS  # noqa: E402  (the flags of `make run` and the image)
+from serve import FLAGS  # noqa: E402  (the flags of `make run` and the image)
 
 PASSWORD = "bench-password-1"
 RARE_WORD = "zeppelin"  # one message in 10,000 has it: what search looks for
@@ -206,7 +206,7 @@ def login(http: httpx.Client, username: str) -> str:
 def server(app: str, port: int, log: Path, env: dict[str, str]) -> Iterator[None]:
     """A uvicorn process on CPU 0, as `make run` starts it; its output goes to `log`."""
     process = subprocess.Popen(
-        [*pinned(0), sys.executable, "-m", "uvicorn", app, "--port", str(port), *SERVER_FLAGS],
+        [*pinned(0), sys.executable, "-m", "uvicorn", app, "--port", str(port), *FLAGS],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,  # the access log: a line per request

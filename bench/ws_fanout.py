@@ -50,7 +50,7 @@ import auth  # noqa: E402
 import db  # noqa: E402
 from config import settings  # noqa: E402
 from models import User  # noqa: E402
-from tests.server import SERVER_FLAGS  # noqa: E402  (the flags of `make run` and the image)
+from serve import FLAGS  # noqa: E402  (the flags of `make run` and the image)
 
 
 def free_port() -> int:
@@ -220,7 +220,7 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    flags = list(SERVER_FLAGS)
+    flags = list(FLAGS)
     if args.deflate:  # uvicorn's default: drop the option that turns it off, and its value
         at = flags.index("--ws-per-message-deflate")
         del flags[at : at + 2]

@@ -25,14 +25,6 @@ PASSWORD = "correct horse battery staple"
 # Tests of several processes sharing Redis run when this is set (.ci/run sets it).
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
 needs_redis = pytest.mark.skipif(not REDIS_URL, reason="set TEST_REDIS_URL to run")
-# The flags `make run` and the Dockerfile give uvicorn (test_dockerfile.py
-# checks they agree): request deadlines and size caps, no WebSocket deflate.
-SERVER_FLAGS = [
-    "--http", "middleware:TimedH11Protocol",
-    "--h11-max-incomplete-event-size", "16384",
-    "--ws-max-size", "65536",
-    "--ws-per-message-deflate", "false",
-]  # fmt: skip
 
 
 class Server:
@@ -52,8 +44,8 @@ class Server:
         env = environment(self.data_dir, **self.env)
         self.process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port)),
-                *SERVER_FLAGS,
+                # As `make run` and the image start it: serve.py adds uvicorn's flags.
+                *(sys.executable, "-m", "serve", "--port", str(self.port)),
                 *self.args,
             ],
             cwd=ROOT,

@@ -271,7 +271,7 @@ def test_read_channels(client: TestClient) -> None:
 
 def test_lists_agree_with_one_conversation(client: TestClient) -> None:
     """GET /conversations and /channels build their JSON from rows, GET
-    /conversations/{id} from the ConversationPublic model (crud.ConversationJSON):
+    /conversations/{id} from the ConversationPublic model (pages.ConversationJSON):
     the same conversation reads the same in both."""
     alice = new_user(client, "alice")
     bob = new_user(client, "bob")

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.server import SERVER_FLAGS
+from serve import FLAGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,7 +168,7 @@ def test_start_uvicorn_in_exec_form(final_stage: list[Instruction]) -> None:
     assert commands, "no CMD in the final stage"
     assert commands[-1].startswith("["), "shell form: a shell would be PID 1, not uvicorn"
     argv = json.loads(commands[-1])
-    assert argv[:2] == ["uvicorn", "main:app"]
+    assert argv[:3] == ["python", "-m", "serve"]  # uvicorn runs in this process, PID 1
     assert "--proxy-headers" in argv
     assert "--reload" not in argv
     # The worker count comes from WEB_CONCURRENCY, which uvicorn reads itself.
@@ -211,11 +211,15 @@ def test_send_what_the_image_needs(path: str) -> None:
     assert not is_ignored(path)
 
 
-def test_every_server_start_uses_the_same_flags(final_stage: list[Instruction]) -> None:
-    """The image, `make run` and the real-server tests bound requests alike."""
+def test_every_server_start_uses_serve(final_stage: list[Instruction]) -> None:
+    """The image, `make run`, `make demo` and the real-server tests all start
+    `python -m serve`, so they bound requests alike, and uvicorn's flags are
+    written in serve.py only."""
     argv = json.loads(args_of(final_stage, "CMD")[-1])
-    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
-    make_flags = re.search(r"^UVICORN_FLAGS := (.*)$", makefile, re.MULTILINE)
-    assert make_flags is not None
-    for flags in (SERVER_FLAGS, make_flags.group(1).split()):
-        assert " ".join(flags) in " ".join(argv)
+    assert argv[:3] == ["python", "-m", "serve"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert len(re.findall(r"\$\(BIN\)/python -m serve ", makefile)) == 2  # run, demo
+    assert "-m serve" in (ROOT / "tests" / "server.py").read_text()
+    for path in ("Makefile", "Dockerfile", "tests/server.py", "README.md"):
+        for flag in FLAGS[::2]:
+            assert flag not in (ROOT / path).read_text(), f"{flag} in {path}: serve.py has it"

@@ -227,7 +227,7 @@ def test_read_messages_includes_tombstones(client: TestClient) -> None:
 
 def test_pages_agree_with_one_message(client: TestClient) -> None:
     """History and search build their JSON from rows, GET /messages/{id} from the
-    MessagePublic model (crud.MessageJSON): the same message reads the same."""
+    MessagePublic model (pages.MessageJSON): the same message reads the same."""
     alice, bob, _, direct = _direct(client)
     client.patch("/users/me", json={"display_name": "Alice A."}, headers=alice)
     plain = send(client, alice, direct, "plain words")

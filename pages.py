@@ -1,0 +1,373 @@
+"""The fast path: pages of messages and conversations, built from rows.
+
+History pages, search results and conversation lists are the app's busiest
+reads. Loading their rows as ORM objects and validating each as a SQLModel
+schema cost most of their time (see docs/performance.md), so here they are
+read as plain rows and turned into dicts of the public schemas' shape,
+typed by the TypedDicts below. It is the one deliberate exception to
+"every route returns its *Public model" (models.py says so too), and
+tests/test_pages.py checks that these TypedDicts agree with
+UserPublic, MessagePublic and ConversationPublic, key for key and type for
+type. Each list costs a fixed number of queries, however many rows it has.
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypedDict
+
+from fastapi import Response
+from pydantic_core import to_json
+from sqlalchemy import ColumnElement, Row, and_, bindparam, false, func, text
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, col, select
+
+from crud import LIKE_ESCAPE, escape_like, lower_username
+from db import fold, is_sqlite
+from models import (
+    Conversation,
+    ConversationKind,
+    ConversationPublic,
+    Membership,
+    Message,
+    User,
+)
+
+
+class UserJSON(TypedDict):
+    """UserPublic, as a dict."""
+
+    id: int
+    username: str
+    display_name: str | None
+    role: str
+    created_at: datetime
+
+
+class MessageJSON(TypedDict):
+    """MessagePublic, as a dict."""
+
+    id: int
+    conversation_id: int
+    author: UserJSON
+    content: str | None
+    client_id: str | None
+    created_at: datetime
+    edited_at: datetime | None
+    deleted: bool
+
+
+class ConversationJSON(TypedDict):
+    """ConversationPublic, as a dict."""
+
+    id: int
+    kind: str
+    title: str | None
+    created_at: datetime
+    member_count: int
+    members: list[UserJSON] | None
+    is_member: bool
+    last_message: MessageJSON | None
+    unread_count: int
+
+
+class JSONRows(Response):
+    """A response of these dicts. FastAPI sends a Response as it is, so the
+    route declares `response_model=` for /docs; pydantic-core writes
+    datetimes as the models do (ISO 8601, `Z`)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content)
+
+
+# --- Rows to dicts ---------------------------------------------------------------
+
+# The columns of a UserPublic, in the order `user_json` unpacks them.
+USER_COLUMNS = (
+    col(User.id),
+    col(User.username),
+    col(User.display_name),
+    col(User.role),
+    col(User.created_at),
+)
+
+
+def user_json(row: Sequence[Any]) -> UserJSON:
+    """A row of USER_COLUMNS as UserPublic's JSON has it."""
+    id_, username, display_name, role, created_at = row
+    return {
+        "id": id_,
+        "username": username,
+        "display_name": display_name,
+        "role": role,
+        "created_at": created_at,
+    }
+
+
+# The columns of a MessagePublic, the message's and its author's, in the
+# order `message_json` unpacks them.
+MESSAGE_ROWS = select(  # type: ignore[call-overload]
+    Message.id,
+    Message.conversation_id,
+    Message.client_id,
+    Message.content,
+    Message.created_at,
+    Message.edited_at,
+    Message.deleted,
+    *USER_COLUMNS,
+).join(User, col(User.id) == Message.author_id)
+
+
+def message_json(row: Row[Any]) -> MessageJSON:
+    """A row of MESSAGE_ROWS as MessagePublic's JSON has it."""
+    # Unpacking a row is quicker than reading it by name.
+    id_, conversation_id, client_id, content, created_at, edited_at, deleted = tuple(row[:7])
+    return {
+        "id": id_,
+        "conversation_id": conversation_id,
+        "author": user_json(row[7:]),
+        "content": content,
+        "client_id": client_id,
+        "created_at": created_at,
+        "edited_at": edited_at,
+        "deleted": deleted,
+    }
+
+
+# --- Conversation lists ------------------------------------------------------------
+
+# The columns of a conversation that `conversation_page` reads.
+CONVERSATION_COLUMNS = (
+    col(Conversation.id),
+    col(Conversation.kind),
+    col(Conversation.title),
+    col(Conversation.created_at),
+)
+
+
+class ConversationLike(Protocol):
+    """What `conversation_page` reads: a Conversation, or a row of CONVERSATION_COLUMNS."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def title(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+# The queries of a page of conversations, built once (see NEWEST_PAGE); `ids`
+# is the page's conversation ids, `viewer_id` the user who reads it.
+_last_message_at = (
+    select(Message.created_at)
+    .where(Message.conversation_id == Conversation.id)
+    .order_by(col(Message.id).desc())
+    .limit(1)
+    .scalar_subquery()
+)
+MY_CONVERSATIONS = (
+    select(*CONVERSATION_COLUMNS)
+    .join(Membership, col(Membership.conversation_id) == Conversation.id)
+    .where(Membership.user_id == bindparam("viewer_id"))
+    .order_by(func.coalesce(_last_message_at, Conversation.created_at).desc())
+    .order_by(col(Conversation.id).desc())
+    .offset(bindparam("offset"))
+    .limit(bindparam("limit"))
+)
+CHANNELS = (
+    select(*CONVERSATION_COLUMNS)
+    .where(Conversation.kind == ConversationKind.channel)
+    .order_by(col(Conversation.channel_key))
+    .offset(bindparam("offset"))
+    .limit(bindparam("limit"))
+)
+_in_page = col(Membership.conversation_id).in_(bindparam("ids", expanding=True))
+VIEWER_IS_MEMBER = select(Membership.conversation_id).where(
+    _in_page, Membership.user_id == bindparam("viewer_id")
+)
+MEMBER_COUNTS = (
+    select(Membership.conversation_id, func.count())
+    .where(_in_page)
+    .group_by(col(Membership.conversation_id))
+)
+MEMBERS = (
+    select(col(Membership.conversation_id), *USER_COLUMNS)  # type: ignore[call-overload]
+    .join(User, col(User.id) == Membership.user_id)
+    .where(_in_page)
+    .order_by(lower_username())
+)
+# Each conversation's newest message: max(id) per conversation is one index
+# lookup each, where a GROUP BY would read every message.
+_newer = aliased(Message)
+_newest_id = (
+    select(func.max(_newer.id)).where(_newer.conversation_id == Conversation.id).scalar_subquery()
+)
+LAST_MESSAGES = MESSAGE_ROWS.where(
+    col(Message.id).in_(
+        select(_newest_id).where(col(Conversation.id).in_(bindparam("ids", expanding=True)))
+    )
+)
+UNREAD_COUNTS = (
+    select(Message.conversation_id, func.count())
+    .join(
+        Membership,
+        and_(
+            col(Membership.conversation_id) == Message.conversation_id,
+            col(Membership.user_id) == bindparam("viewer_id"),
+        ),
+    )
+    .where(
+        col(Message.conversation_id).in_(bindparam("ids", expanding=True)),
+        col(Message.id) > Membership.last_read_message_id,
+        Message.author_id != bindparam("viewer_id"),
+        Message.deleted == false(),
+    )
+    .group_by(col(Message.conversation_id))
+)
+
+
+def list_conversations(session: Session, user: User, limit: int, offset: int) -> Sequence[Any]:
+    """The user's conversations (rows of CONVERSATION_COLUMNS), latest activity
+    (last message, else creation) first."""
+    params = {"viewer_id": user.id, "limit": limit, "offset": offset}
+    return session.connection().execute(MY_CONVERSATIONS, params).all()
+
+
+def list_channels(session: Session, limit: int, offset: int) -> Sequence[Any]:
+    """Rows of CONVERSATION_COLUMNS, by title."""
+    return session.connection().execute(CHANNELS, {"limit": limit, "offset": offset}).all()
+
+
+def conversation_page(
+    session: Session, conversations: Sequence[ConversationLike], viewer: User
+) -> list[ConversationJSON]:
+    """Each conversation as `viewer` sees it (ConversationPublic's JSON), in five queries."""
+    if not conversations:
+        return []
+    connection = session.connection()
+    ids = [c.id for c in conversations]
+    page = {"ids": ids, "viewer_id": viewer.id}
+    mine = set(connection.execute(VIEWER_IS_MEMBER, page).scalars())
+    counts: dict[int | None, int] = {
+        row[0]: row[1] for row in connection.execute(MEMBER_COUNTS, page)
+    }
+    # Member lists for direct and group conversations (channels have none).
+    members: dict[int | None, list[UserJSON]] = defaultdict(list)
+    private = {"ids": [c.id for c in conversations if c.kind != ConversationKind.channel]}
+    if private["ids"]:
+        for row in connection.execute(MEMBERS, private):
+            members[row[0]].append(user_json(row[1:]))
+    last: dict[int | None, MessageJSON] = {}
+    for row in connection.execute(LAST_MESSAGES, page):
+        message = message_json(row)
+        last[message["conversation_id"]] = message
+    unread: dict[int | None, int] = {
+        row[0]: row[1] for row in connection.execute(UNREAD_COUNTS, page)
+    }
+
+    result: list[ConversationJSON] = []
+    for c in conversations:
+        assert c.id is not None  # read from the database: it has its id
+        result.append(
+            {
+                "id": c.id,
+                "kind": c.kind,
+                "title": c.title,
+                "created_at": c.created_at,
+                "member_count": counts.get(c.id, 0),
+                "members": None if c.kind == ConversationKind.channel else members[c.id],
+                "is_member": c.id in mine,
+                "last_message": last.get(c.id),
+                "unread_count": unread.get(c.id, 0),
+            }
+        )
+    return result
+
+
+def conversation_public(
+    session: Session, conversation: Conversation, viewer: User
+) -> ConversationPublic:
+    return ConversationPublic.model_validate(conversation_page(session, [conversation], viewer)[0])
+
+
+# --- History and search ------------------------------------------------------------
+
+# A page of history in the three ways it is asked for. Statements built once
+# and given their values as parameters: SQLAlchemy then reuses their compiled
+# SQL, where a statement built per request must be built and looked up in
+# its cache every time.
+_PAGE = MESSAGE_ROWS.where(Message.conversation_id == bindparam("conversation_id")).limit(
+    bindparam("limit")
+)
+NEWEST_PAGE = _PAGE.order_by(col(Message.id).desc())
+# Keyset paging: "id < before" walks the (conversation_id, id) index from
+# that point, so a page deep in the history costs what the newest one does.
+PAGE_BEFORE = _PAGE.where(col(Message.id) < bindparam("cursor")).order_by(col(Message.id).desc())
+PAGE_AFTER = _PAGE.where(col(Message.id) > bindparam("cursor")).order_by(col(Message.id))
+
+
+def message_history(
+    session: Session,
+    conversation: Conversation,
+    limit: int,
+    before: int | None = None,
+    after: int | None = None,
+) -> list[MessageJSON]:
+    """A page of history in ascending id order; see GET /conversations/{id}/messages."""
+    params = {"conversation_id": conversation.id, "limit": limit}
+    if after is not None:
+        rows = session.connection().execute(PAGE_AFTER, {**params, "cursor": after})
+        return [message_json(row) for row in rows]
+    if before is not None:
+        rows = session.connection().execute(PAGE_BEFORE, {**params, "cursor": before})
+    else:
+        rows = session.connection().execute(NEWEST_PAGE, params)
+    return [message_json(row) for row in reversed(rows.all())]
+
+
+def _membership_of(viewer: User) -> ColumnElement[bool]:
+    """Join condition: `viewer`'s membership of the message's conversation."""
+    return and_(
+        col(Membership.conversation_id) == Message.conversation_id,
+        col(Membership.user_id) == viewer.id,
+    )
+
+
+def search_messages(
+    session: Session, viewer: User, q: str, conversation_id: int | None, limit: int
+) -> list[MessageJSON]:
+    """Messages containing `q` (ignoring case) in the viewer's conversations, newest first."""
+    contains_q = _contains(fold(q), sqlite=is_sqlite(session.get_bind()))
+    query = (
+        MESSAGE_ROWS.join(Membership, _membership_of(viewer))
+        .where(Message.deleted == false(), contains_q)
+        .order_by(col(Message.id).desc())
+        .limit(limit)
+    )
+    if conversation_id is not None:
+        query = query.where(Message.conversation_id == conversation_id)
+    return [message_json(row) for row in session.exec(query)]
+
+
+# Trigram indexes know strings of 3 characters or more: a shorter query
+# cannot use them, and is answered by a scan (same results, more slowly).
+TRIGRAM = 3
+
+
+def _contains(needle: str, *, sqlite: bool) -> ColumnElement[bool]:
+    """Messages whose folded text contains `needle`, through each database's
+    trigram index (migration 0002): an exact substring test on both."""
+    search_text = col(Message.search_text)
+    if not sqlite:
+        # PostgreSQL's LIKE is case-sensitive, and pg_trgm's GIN index serves it.
+        return search_text.like(f"%{escape_like(needle)}%", escape=LIKE_ESCAPE)
+    if len(needle) < TRIGRAM:
+        return func.instr(search_text, needle) > 0
+    # An FTS5 phrase of trigrams matches exactly where the text contains it.
+    phrase = '"' + needle.replace('"', '""') + '"'
+    matching = text("SELECT rowid FROM message_search WHERE message_search MATCH :phrase")
+    return col(Message.id).in_(matching.bindparams(phrase=phrase))
