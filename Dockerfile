@@ -1,7 +1,7 @@
 # MessageApp: docker build -t messageapp . && docker run -p 8000:8000 -v messageapp-data:/data messageapp
 # No configuration needed: SQLite and the generated token key live in the /data volume.
-# Several replicas: DATABASE_URL (PostgreSQL) and REDIS_URL (README, "Scaling").
-# Every setting comes from the environment (README, "Configuration" and "Deploy").
+# Several replicas: DATABASE_URL (PostgreSQL) and REDIS_URL (docs/deploy.md, "Scaling").
+# Every setting comes from the environment (docs/deploy.md, "Configuration" and "Docker").
 
 # ---- builder: the pinned dependencies in a venv; only the venv leaves this stage
 FROM python:3.11-slim AS builder

@@ -15,7 +15,7 @@ run: $(VENV)/.run-deps  ## Start the service on http://$(HOST):$(PORT) (SQLite i
 # The demo's own data folder, so that it never mixes with ./data.
 DEMO_DIR ?= data-demo
 
-demo: $(VENV)/.run-deps  ## Like run, on $(DEMO_DIR) filled with demo users and messages (see README)
+demo: $(VENV)/.run-deps  ## Like run, on $(DEMO_DIR) filled with demo users and messages (docs/deploy.md, "Demo mode")
 	DEMO_DATA=1 DATA_DIR=$(DEMO_DIR) $(BIN)/python -m serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.dev-deps  ## Run the test suite

@@ -99,7 +99,7 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
 
 
 # Figures that slow tests measure (inputs tried, crashes, latencies), printed
-# at the end of the run for the README's "Reliability" section.
+# at the end of the run for docs/development.md, "Reliability".
 FIGURES: list[str] = []
 
 

@@ -366,7 +366,7 @@ def test_login_success_resets_failures(client: TestClient) -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
 def test_password_hashing_runs_at_a_lower_cpu_priority() -> None:
-    """So that a login flood leaves the CPU to other requests (README, Performance)."""
+    """So that a login flood leaves the CPU to other requests (docs/performance.md)."""
     thread_id = auth.hashing_pool.submit(threading.get_native_id).result()
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert os.getpriority(os.PRIO_PROCESS, thread_id) == mine + auth.HASH_NICENESS

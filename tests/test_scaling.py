@@ -1,4 +1,4 @@
-"""Several processes sharing one database and one Redis, as README "Scaling"
+"""Several processes sharing one database and one Redis, as docs/deploy.md "Scaling"
 describes: two uvicorn processes on two loopback ports (two replicas behind
 a load balancer), `uvicorn --workers 2`, and a Redis that restarts.
 
