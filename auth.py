@@ -196,7 +196,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 class TokenError(HTTPException):
-    """A refused login. main.py answers it with RFC 6749's `error` and
+    """A refused login. errors.py answers it with RFC 6749's `error` and
     `error_description` beside `detail`: Swagger UI's Authorize dialog and
     OAuth2 clients show those, and know nothing of `detail`."""
 

@@ -78,7 +78,7 @@ def is_sqlite(bind: Engine | Connection) -> bool:
 
 
 def locked(where: str) -> OperationalError:
-    """The error a write gets when SQLite's lock stays taken (main.py: 503)."""
+    """The error a write gets when SQLite's lock stays taken (errors.py: 503)."""
     cause = sqlite3.OperationalError(f"database is locked ({where})")
     return OperationalError("BEGIN IMMEDIATE", None, cause)
 
@@ -241,7 +241,7 @@ def _started() -> Turns:
 
 
 def unavailable(why: str) -> OperationalError:
-    """An error main.py answers with 503 and Retry-After."""
+    """An error errors.py answers with 503 and Retry-After."""
     return OperationalError(why, None, sqlite3.OperationalError(why))
 
 

@@ -10,7 +10,7 @@ drives them with wrk on CPU 1. Each scenario runs right after a hello run with
 the same number of connections (A B A B ...), so a noisy machine moves both
 alike; the figure that counts is the median of those paired ratios.
 
-Writes bench/results.json and bench/results.md (the table the README quotes).
+Writes bench/results.json and bench/results.md (the table docs/performance.md quotes).
 """
 
 import argparse
@@ -488,7 +488,7 @@ def machine() -> dict[str, str]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    packages = ("fastapi", "uvicorn", "sqlalchemy", "sqlmodel", "uvloop", "httptools")
+    packages = ("fastapi", "uvicorn", "sqlalchemy", "sqlmodel", "uvloop")
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": f"{cpu}, {os.cpu_count()} cores",
@@ -505,7 +505,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Measured {about['date']} on {about['cpu']}, commit {about['commit']}: "
         f"Python {about['python']}, SQLite {about['sqlite']}, FastAPI {about['fastapi']}, "
-        f"uvicorn {about['uvicorn']} (uvloop {about['uvloop']}, httptools {about['httptools']}), "
+        f"uvicorn {about['uvicorn']} (uvloop {about['uvloop']}, h11 protocol), "
         f"SQLAlchemy {about['sqlalchemy']}, wrk {about['wrk']}. "
         f"Server on CPU 0, wrk on CPU 1; {report['rounds']} rounds of {report['seconds']} s; "
         f"{report['messages']:,} messages in the channel, {report['users']:,} users.",

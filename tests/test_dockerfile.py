@@ -219,7 +219,7 @@ def test_every_server_start_uses_serve(final_stage: list[Instruction]) -> None:
     assert argv[:3] == ["python", "-m", "serve"]
     makefile = (ROOT / "Makefile").read_text()
     assert len(re.findall(r"\$\(BIN\)/python -m serve ", makefile)) == 2  # run, demo
-    assert "-m serve" in (ROOT / "tests" / "server.py").read_text()
+    assert '"-m", "serve"' in (ROOT / "tests" / "server.py").read_text()
     for path in ("Makefile", "Dockerfile", "tests/server.py", "README.md"):
         for flag in FLAGS[::2]:
             assert flag not in (ROOT / path).read_text(), f"{flag} in {path}: serve.py has it"
