@@ -17,7 +17,11 @@ const state = {
   me: null,
   socket: null,
   conversations: new Map(), // id -> Conversation (the sidebar, and channels being read)
-  view: null, // the open conversation: {id, messages: Map id -> Message, complete, loading}
+  // The open conversation: {id, messages: Map id -> Message, items: Map id ->
+  // its element, pendingItems: Map client_id -> element, complete, loading}.
+  // Elements are found through these maps, never by a selector built from an
+  // id: a client_id is any string its sender chose, `"]` included.
+  view: null,
   pending: new Map(), // client_id -> {clientId, conversationId, content, error}
   typing: new Map(), // conversation id -> Map user id -> {user, timer}
   readUpTo: new Map(), // conversation id -> highest message id we told the server we read
@@ -73,8 +77,8 @@ function endSession(message) {
   api.clearSession();
   Object.assign(state, { me: null, socket: null, view: null });
   readTimers.forEach(clearTimeout);
-  for (const map of [state.conversations, state.pending, state.typing, state.readUpTo, readTimers])
-    map.clear();
+  const maps = [state.conversations, state.pending, state.typing, state.readUpTo];
+  for (const map of [...maps, readTimers, sidebarButtons]) map.clear();
   $("conversation-list").replaceChildren();
   closeConversation();
   showLogin(message);
@@ -110,17 +114,22 @@ $("logout").addEventListener("click", async () => {
 // ---- The sidebar ---------------------------------------------------------
 
 const activity = (c) => c.last_message?.created_at ?? c.created_at;
+const sidebarButtons = new Map(); // conversation id -> its button in the sidebar
 
 function renderSidebar() {
-  const focusedId = document.activeElement?.closest(".conversation")?.dataset.id;
+  const focused = document.activeElement?.closest(".conversation");
   const list = [...state.conversations.values()]
     .filter((c) => c.is_member)
     .sort((a, b) => activity(b).localeCompare(activity(a)) || b.id - a.id);
-  $("conversation-list").replaceChildren(
-    ...list.map((c) => views.conversationItem(c, state.me, c.id === state.view?.id)),
-  );
+  sidebarButtons.clear();
+  const items = list.map((c) => {
+    const item = views.conversationItem(c, state.me, c.id === state.view?.id);
+    sidebarButtons.set(c.id, item.querySelector(".conversation"));
+    return item;
+  });
+  $("conversation-list").replaceChildren(...items);
   // Rebuilding the list must not throw the keyboard user's focus away.
-  if (focusedId) $("conversation-list").querySelector(`[data-id="${focusedId}"]`)?.focus();
+  if (focused) sidebarButtons.get(Number(focused.dataset.id))?.focus();
 }
 
 // A reply and a live event can cross: the reply may carry an older version
@@ -180,7 +189,14 @@ function closeConversation() {
 
 async function openConversation(id, { focus = false } = {}) {
   if (!state.conversations.has(id)) remember(await api.get(`/conversations/${id}`));
-  const view = { id, messages: new Map(), complete: false, loading: true };
+  const view = {
+    id,
+    messages: new Map(),
+    items: new Map(),
+    pendingItems: new Map(),
+    complete: false,
+    loading: true,
+  };
   state.view = view;
   document.body.classList.add("chat-open");
   renderHeader();
@@ -231,13 +247,17 @@ function addMessage(message) {
   view.messages.set(message.id, message);
   const list = $("messages");
   const item = views.messageItem(message, state.me);
-  const old = list.querySelector(`.message[data-id="${message.id}"]`);
+  const old = view.items.get(message.id);
+  view.items.set(message.id, item);
   if (old) {
     old.replaceWith(item);
     return;
   }
-  const stick = nearBottom(list) || message.author.id === state.me.id;
-  list.querySelector(`.pending[data-client-id="${message.client_id}"]`)?.remove();
+  const own = message.author.id === state.me.id;
+  const stick = nearBottom(list) || own;
+  // Only our own message takes the place of our pending one: another
+  // member's client_id may be anything, even a copy of ours.
+  if (own) removePendingItem(view, message.client_id);
   const later = [...list.querySelectorAll(".message")].find(
     (li) => !li.dataset.id || Number(li.dataset.id) > message.id,
   );
@@ -346,13 +366,19 @@ async function trySend(pending) {
 }
 
 function renderPending(pending) {
-  if (state.view?.id !== pending.conversationId) return;
-  const list = $("messages");
+  const view = state.view;
+  if (view?.id !== pending.conversationId) return;
   const item = views.pendingItem(pending, state.me);
-  const old = list.querySelector(`.pending[data-client-id="${pending.clientId}"]`);
+  const old = view.pendingItems.get(pending.clientId);
+  view.pendingItems.set(pending.clientId, item);
   if (old) old.replaceWith(item);
-  else list.append(item);
+  else $("messages").append(item);
   scrollToBottom();
+}
+
+function removePendingItem(view, clientId) {
+  view.pendingItems.get(clientId)?.remove();
+  view.pendingItems.delete(clientId);
 }
 
 $("messages").addEventListener("click", (event) => {
@@ -363,7 +389,7 @@ $("messages").addEventListener("click", (event) => {
   if (event.target.matches(".retry")) trySend(pending);
   else if (event.target.matches(".discard")) {
     state.pending.delete(pending.clientId);
-    item.remove();
+    removePendingItem(state.view, pending.clientId);
   } else if (event.target.matches(".edit")) startEdit(item, message);
   else if (event.target.matches(".delete")) deleteMessage(message);
 });
@@ -371,12 +397,14 @@ $("messages").addEventListener("click", (event) => {
 // ---- Editing and deleting your own messages --------------------------------
 
 function startEdit(item, message) {
+  const view = state.view;
   const form = views.editForm(message);
   const input = form.querySelector("textarea");
-  const latest = () => state.view.messages.get(message.id); // it may have changed meanwhile
   const done = () => {
-    const shown = views.messageItem(latest(), state.me);
+    if (view.items.get(message.id) !== item) return; // a newer version replaced it already
+    const shown = views.messageItem(view.messages.get(message.id), state.me); // the latest
     item.replaceWith(shown);
+    view.items.set(message.id, shown);
     shown.querySelector(".edit")?.focus(); // the keyboard user is back where they were
   };
   item.querySelector(".content").replaceWith(form);
@@ -690,9 +718,8 @@ $("search-results").addEventListener("click", (event) => {
 
 // On a phone the sidebar and the conversation take turns on the screen.
 $("back").addEventListener("click", () => {
-  const id = state.view?.id;
   document.body.classList.remove("chat-open");
-  $("conversation-list").querySelector(`[data-id="${id}"]`)?.focus();
+  sidebarButtons.get(state.view?.id)?.focus();
 });
 
 // ---- Start -----------------------------------------------------------------

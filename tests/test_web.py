@@ -520,6 +520,57 @@ def test_phone_width_shows_list_or_conversation(
     expect(sidebar_item(page, "# general")).to_be_focused()
 
 
+def test_a_crafted_client_id_breaks_nothing(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    """A client_id is any string the sender likes, and every member receives
+    it: the page must never read it as anything but data."""
+    alice_name, bob_name, _, direct = alice_and_bob(web, names)
+    bob_headers = web.user(bob_name)
+    alice = open_as(pages, web, alice_name)
+    sidebar_item(alice, bob_name).click()
+    send(alice, "Mine, before the trick")
+    expect(message(alice, "Mine, before the trick")).not_to_have_class(re.compile("pending"))
+
+    def bob_sends(text: str, client_id: str) -> None:
+        response = httpx.post(
+            f"{web.url}/conversations/{direct}/messages",
+            json={"content": text, "client_id": client_id},
+            headers=bob_headers,
+        )
+        assert response.status_code == 201, response.text
+
+    # A quote and a bracket: built into a selector, querySelector throws.
+    bob_sends("Quote bracket", '"]')
+    # A selector of its own: built into one, it matches Alice's messages.
+    bob_sends("A selector", 'x"], .message, [data-x="')
+    expect(message(alice, "Quote bracket")).to_be_visible()
+    expect(message(alice, "A selector")).to_be_visible()
+    expect(message(alice, "Mine, before the trick")).to_be_visible()
+
+    # One aimed at Alice's message while it is still being sent.
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    alice.route("**/conversations/*/messages", hold)
+    send(alice, "Mine, in flight")
+    expect(alice.locator(".pending")).to_contain_text("Sending…")
+    bob_sends("Another selector", 'x"], .pending, [data-x="')
+    expect(message(alice, "Another selector")).to_be_visible()
+    expect(alice.locator(".pending")).to_contain_text("Mine, in flight")
+    assert [route.request.method for route in held] == ["POST"]
+    held[0].continue_()
+    alice.unroute("**/conversations/*/messages")
+    expect(message(alice, "Mine, in flight")).not_to_have_class(re.compile("pending"))
+
+    send(alice, "Mine, after the trick")
+    expect(message(alice, "Mine, after the trick")).not_to_have_class(re.compile("pending"))
+    expect(alice.locator("#messages .message")).to_have_count(6)
+    expect(alice.locator("#messages .pending")).to_have_count(0)
+
+
 def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_path: Path) -> None:
     """The screens the README shows; `make screenshots` writes them to docs/."""
     folder = Path(os.environ.get("SCREENSHOTS_DIR", tmp_path))
