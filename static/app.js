@@ -57,7 +57,7 @@ async function startSession(session) {
     () => endSession("Your session has expired. Please log in again."),
     left,
   );
-  $("me").textContent = `Signed in as ${views.nameOf(state.me)}`;
+  $("me").replaceChildren("Signed in as ", views.personName(state.me));
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
   await loadConversations();
@@ -220,7 +220,7 @@ async function openConversation(id, { focus = false } = {}) {
 
 function renderHeader() {
   const c = state.conversations.get(state.view.id);
-  $("conversation-title").textContent = views.conversationTitle(c, state.me);
+  $("conversation-title").replaceChildren(views.conversationTitle(c, state.me));
   $("conversation-info").textContent =
     c.kind === "direct" ? "direct message" : `${c.kind} · ${c.member_count} members`;
   $("composer").hidden = !c.is_member;
@@ -549,9 +549,9 @@ function clearTyping(conversationId, userId) {
 
 function renderTyping() {
   const typers = [...(state.typing.get(state.view?.id)?.values() ?? [])];
-  const names = typers.map((t) => views.nameOf(t.user));
-  $("typing").textContent =
-    names.length === 0 ? "" : `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…`;
+  const line = typers.flatMap((t, i) => [i > 0 ? ", " : "", views.personName(t.user)]);
+  if (typers.length > 0) line.push(typers.length > 1 ? " are typing…" : " is typing…");
+  $("typing").replaceChildren(...line);
 }
 
 // ---- Dialogs: new direct message, new group, channels, search -------------
@@ -603,8 +603,7 @@ $("direct-query").addEventListener("input", async () => {
         views.el(
           "button",
           { type: "button", dataset: { username: u.username } },
-          views.nameOf(u),
-          u.display_name ? ` (${u.username})` : "",
+          views.personName(u),
         ),
       ),
     ),

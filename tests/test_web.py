@@ -571,6 +571,56 @@ def test_a_crafted_client_id_breaks_nothing(
     expect(alice.locator("#messages .pending")).to_have_count(0)
 
 
+def test_a_display_name_cannot_pass_for_another_user(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, alice_headers, _ = alice_and_bob(web, names)
+    mallory_name = names("mallory")
+    mallory_headers = web.user(mallory_name)
+    renamed = httpx.patch(
+        f"{web.url}/users/me", json={"display_name": bob_name}, headers=mallory_headers
+    )
+    assert renamed.status_code == 200, renamed.text
+    group = httpx.post(
+        f"{web.url}/conversations",
+        json={"kind": "group", "title": "Payroll", "members": [bob_name, mallory_name]},
+        headers=alice_headers,
+    ).json()["id"]
+    api_send(web, web.user(bob_name), group, "The real Bob here")
+    api_send(web, mallory_headers, group, "Send me the password")
+
+    alice = open_as(pages, web, alice_name)
+    sidebar_item(alice, "Payroll").click()
+    # Mallory's display name is Bob's username: her own username follows it.
+    expect(message(alice, "Send me the password").locator(".author")).to_have_text(
+        f"{bob_name} @{mallory_name}"
+    )
+    expect(message(alice, "Send me the password").locator(".handle")).to_have_text(
+        f"@{mallory_name}"
+    )
+    expect(sidebar_item(alice, "Payroll").locator(".preview")).to_have_text(
+        f"{bob_name} @{mallory_name}: Send me the password"
+    )
+    # Without a display name the username shows once.
+    expect(message(alice, "The real Bob here").locator(".author")).to_have_text(bob_name)
+
+    mallory = open_as(pages, web, mallory_name)
+    sidebar_item(mallory, "Payroll").click()
+    mallory.get_by_label("Message", exact=True).fill("Quick")
+    expect(alice.locator("#typing")).to_have_text(f"{bob_name} @{mallory_name} is typing…")
+
+    # Search results and the people picker say who it is too.
+    alice.get_by_label("Search your messages").fill("password")
+    alice.get_by_label("Search your messages").press("Enter")
+    expect(alice.locator("#search-results .meta")).to_contain_text(
+        f"{bob_name} @{mallory_name} in Payroll"
+    )
+    alice.locator("#search-dialog").get_by_role("button", name="Close").click()
+    alice.get_by_role("button", name="New message").click()
+    alice.get_by_label("Find people by username").fill(mallory_name)
+    expect(alice.locator("#direct-results button")).to_have_text(f"{bob_name} @{mallory_name}")
+
+
 def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_path: Path) -> None:
     """The screens the README shows; `make screenshots` writes them to docs/."""
     folder = Path(os.environ.get("SCREENSHOTS_DIR", tmp_path))
@@ -591,19 +641,19 @@ def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_p
 
     pages.open().screenshot(path=folder / "login.png")
     bob = open_as(pages, server, "bob")
-    sidebar_item(bob, "Alice Martin").click()
+    sidebar_item(bob, "Alice Martin @alice").click()
     alice = open_as(pages, server, "alice")
-    sidebar_item(alice, "Bob Chen").click()
+    sidebar_item(alice, "Bob Chen @bob").click()
     expect(message(alice, "never as HTML")).to_be_visible()
-    expect(sidebar_item(alice, "Bob Chen").locator(".badge")).to_have_count(0)  # seen: read
+    expect(sidebar_item(alice, "Bob Chen @bob").locator(".badge")).to_have_count(0)  # seen: read
     bob.get_by_label("Message", exact=True).fill("Shall we celebrate?")
-    expect(alice.locator("#typing")).to_have_text("Bob Chen is typing…")
+    expect(alice.locator("#typing")).to_have_text("Bob Chen @bob is typing…")
     alice.screenshot(path=folder / "chat.png")
 
     phone = open_as(pages, server, "bob", PHONE)
     expect(sidebar_item(phone, "# general").locator(".badge")).to_have_text("1 unread")
     phone.screenshot(path=folder / "phone-list.png")
-    sidebar_item(phone, "Alice Martin").click()
+    sidebar_item(phone, "Alice Martin @alice").click()
     expect(message(phone, "never as HTML")).to_be_visible()
     phone.screenshot(path=folder / "phone-chat.png")
     assert pages.close() == []
