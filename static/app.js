@@ -254,13 +254,15 @@ function addMessage(message) {
     return;
   }
   const own = message.author.id === state.me.id;
-  const stick = nearBottom(list) || own;
   // Only our own message takes the place of our pending one: another
   // member's client_id may be anything, even a copy of ours.
   if (own) removePendingItem(view, message.client_id);
   const later = [...list.querySelectorAll(".message")].find(
     (li) => !li.dataset.id || Number(li.dataset.id) > message.id,
   );
+  // A new message at the end follows the reader down; an older one (our own
+  // too, in a page loaded by scrolling up) leaves the view where it is.
+  const stick = !later?.dataset.id && (nearBottom(list) || own);
   list.insertBefore(item, later ?? null);
   if (stick) scrollToBottom();
 }
@@ -277,9 +279,12 @@ async function loadOlder() {
     const list = $("messages");
     const height = list.scrollHeight;
     page.forEach(addMessage);
-    list.scrollTop += list.scrollHeight - height; // keep what the reader was looking at in place
     view.complete = page.length < PAGE;
     renderStart();
+    // Keep what the reader was looking at in place: down by exactly what was
+    // added above it. The list has overflow-anchor: none (style.css), or
+    // Chromium's scroll anchoring would move it once more.
+    list.scrollTop += list.scrollHeight - height;
   } finally {
     view.loading = false; // a failed page is asked for again on the next scroll
   }

@@ -621,6 +621,46 @@ def test_a_display_name_cannot_pass_for_another_user(
     expect(alice.locator("#direct-results button")).to_have_text(f"{bob_name} @{mallory_name}")
 
 
+# Where a message is in the list: the one given by id, or the first one in view.
+POSITION = """(list, id) => {
+  const box = list.getBoundingClientRect();
+  const items = [...list.querySelectorAll(".message")];
+  const item = id
+    ? items.find((li) => li.dataset.id === id)
+    : items.find((li) => li.getBoundingClientRect().bottom > box.top);
+  return {
+    id: item.dataset.id,
+    offset: item.getBoundingClientRect().top - box.top,
+    fromBottom: list.scrollHeight - list.scrollTop - list.clientHeight,
+  };
+}"""
+
+
+def test_loading_older_messages_keeps_the_reader_in_place(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, alice_headers, direct = alice_and_bob(web, names)
+    bob_headers = web.user(bob_name)
+    # Over two pages, from both: the older page holds the reader's own too.
+    for n in range(120):
+        api_send(web, (alice_headers, bob_headers)[n % 2], direct, f"message number {n}.")
+    page = open_as(pages, web, bob_name)
+    sidebar_item(page, alice_name).click()
+    expect(page.locator("#messages .message")).to_have_count(50)
+    expect(message(page, "message number 119.")).to_be_in_viewport()
+
+    # Near the top (not at 0, where Chromium does not anchor): the older page loads.
+    before = page.locator("#messages").evaluate(
+        f"list => {{ list.scrollTop = 40; return ({POSITION})(list, null); }}"
+    )
+    expect(page.locator("#messages .message")).to_have_count(100)
+    # Two frames: whatever the browser adjusts on layout has been applied.
+    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    after = page.locator("#messages").evaluate(POSITION, before["id"])
+    assert abs(after["offset"] - before["offset"]) <= 3, (before, after)
+    assert after["fromBottom"] > 1000, after  # nowhere near the bottom
+
+
 def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_path: Path) -> None:
     """The screens the README shows; `make screenshots` writes them to docs/."""
     folder = Path(os.environ.get("SCREENSHOTS_DIR", tmp_path))
