@@ -9,8 +9,8 @@ import { LiveSocket } from "./socket.js";
 import * as views from "./views.js";
 
 const PAGE = 50; // messages per history page
-const TYPING_SEND_EVERY_MS = 3000; // the server relays one per 2 s at most
-const TYPING_SHOWN_MS = 5000;
+const TYPING_EVERY_MS = 2100; // just over the server's 2 s: see "Typing indicators"
+const TYPING_SHOWN_MS = 5000; // over twice that: no flicker between two frames
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -25,7 +25,7 @@ const state = {
   pending: new Map(), // client_id -> {clientId, conversationId, content, error}
   typing: new Map(), // conversation id -> Map user id -> {user, timer}
   readUpTo: new Map(), // conversation id -> highest message id we told the server we read
-  lastTypingSent: 0,
+  typingSentAt: new Map(), // conversation id -> when our last `typing` frame went out
   expiryTimer: null,
 };
 
@@ -78,7 +78,7 @@ function endSession(message) {
   Object.assign(state, { me: null, socket: null, view: null });
   readTimers.forEach(clearTimeout);
   const maps = [state.conversations, state.pending, state.typing, state.readUpTo];
-  for (const map of [...maps, readTimers, sidebarButtons]) map.clear();
+  for (const map of [...maps, state.typingSentAt, readTimers, sidebarButtons]) map.clear();
   $("conversation-list").replaceChildren();
   closeConversation();
   showLogin(message);
@@ -342,7 +342,6 @@ $("composer").addEventListener("submit", (event) => {
   };
   state.pending.set(pending.clientId, pending);
   $("composer-input").value = "";
-  state.lastTypingSent = 0; // the others stop showing "typing" on the message: start afresh
   trySend(pending);
 });
 
@@ -528,12 +527,29 @@ async function catchUp() {
 
 // ---- Typing indicators -----------------------------------------------------
 
+// The server relays one `typing` per user and conversation every 2 s and
+// drops the rest (realtime.py). So a frame goes out when it will be relayed:
+// at once if the last one left over TYPING_EVERY_MS ago, else by a timer at
+// that moment. One sent sooner would be dropped, and if the typing stopped
+// before the next was due (a short reply), nobody would see it at all.
+// Sending a message does not restart the count: the server's does not either.
+let typingDue = null; // {id, timer}: a frame waiting for its moment
+
 $("composer-input").addEventListener("input", () => {
-  const now = Date.now();
-  if (!state.view || now - state.lastTypingSent < TYPING_SEND_EVERY_MS) return;
-  state.lastTypingSent = now;
-  state.socket?.send({ type: "typing", conversation_id: state.view.id });
+  const id = state.view?.id;
+  if (!id || typingDue?.id === id) return;
+  clearTimeout(typingDue?.timer); // one for a conversation left since
+  const wait = (state.typingSentAt.get(id) ?? 0) + TYPING_EVERY_MS - Date.now();
+  typingDue = { id, timer: setTimeout(() => sendTyping(id), Math.max(0, wait)) };
 });
+
+function sendTyping(id) {
+  typingDue = null;
+  // Not if the text went out as a message (or was cleared) meanwhile.
+  if (state.view?.id !== id || !$("composer-input").value.trim()) return;
+  state.typingSentAt.set(id, Date.now());
+  state.socket?.send({ type: "typing", conversation_id: id });
+}
 
 function showTyping(conversationId, user) {
   if (user.id === state.me.id) return;

@@ -8,6 +8,7 @@ sends (middleware.py): no inline script, no inline style, sockets to this host o
 
 import os
 import re
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -659,6 +660,29 @@ def test_loading_older_messages_keeps_the_reader_in_place(
     after = page.locator("#messages").evaluate(POSITION, before["id"])
     assert abs(after["offset"] - before["offset"]) <= 3, (before, after)
     assert after["fromBottom"] > 1000, after  # nowhere near the bottom
+
+
+def test_typing_right_after_a_send_shows_within_a_second_or_so(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name = alice_and_bob(web, names)[:2]
+    alice, bob = open_as(pages, web, alice_name), open_as(pages, web, bob_name)
+    sidebar_item(alice, bob_name).click()
+    sidebar_item(bob, alice_name).click()
+    composer = bob.get_by_label("Message", exact=True)
+    composer.press_sequentially("First thought", delay=60)
+    expect(alice.locator("#typing")).to_have_text(f"{bob_name} is typing…")
+    composer.press("Enter")
+    expect(message(alice, "First thought")).to_be_visible()
+    expect(alice.locator("#typing")).to_have_text("")
+
+    time.sleep(0.5)
+    started = time.monotonic()
+    composer.press_sequentially("and a second", delay=60)  # about 0.7 s of typing
+    left = 1.5 - (time.monotonic() - started)
+    expect(alice.locator("#typing")).to_have_text(
+        f"{bob_name} is typing…", timeout=max(1, left * 1000)
+    )
 
 
 def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_path: Path) -> None:
