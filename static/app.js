@@ -61,6 +61,7 @@ async function startSession(session) {
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
   await loadConversations();
+  openFirstConversation();
   state.socket = new LiveSocket({
     token: session.token,
     onEvent: handleEvent,
@@ -114,13 +115,12 @@ $("logout").addEventListener("click", async () => {
 // ---- The sidebar ---------------------------------------------------------
 
 const activity = (c) => c.last_message?.created_at ?? c.created_at;
+const latestFirst = (a, b) => activity(b).localeCompare(activity(a)) || b.id - a.id;
 const sidebarButtons = new Map(); // conversation id -> its button in the sidebar
 
 function renderSidebar() {
   const focused = document.activeElement?.closest(".conversation");
-  const list = [...state.conversations.values()]
-    .filter((c) => c.is_member)
-    .sort((a, b) => activity(b).localeCompare(activity(a)) || b.id - a.id);
+  const list = [...state.conversations.values()].filter((c) => c.is_member).sort(latestFirst);
   sidebarButtons.clear();
   const items = list.map((c) => {
     const item = views.conversationItem(c, state.me, c.id === state.view?.id);
@@ -162,6 +162,20 @@ async function loadConversations() {
     remember(await api.get(`/conversations/${state.view.id}`));
   }
   renderSidebar();
+}
+
+// Nobody should land on an empty pane: open `general` (the oldest channel of
+// that name, the one every new user is put in), else the latest conversation.
+// Not when a conversation is open already, nor on a phone, where the list is
+// the first screen.
+function openFirstConversation() {
+  if (state.view || getComputedStyle($("conversation")).display === "none") return;
+  const mine = [...state.conversations.values()].filter((c) => c.is_member);
+  const general = mine
+    .filter((c) => c.kind === "channel" && c.title === "general")
+    .sort((a, b) => a.id - b.id)[0];
+  const first = general ?? mine.sort(latestFirst)[0];
+  if (first) openConversation(first.id);
 }
 
 async function refreshConversation(id) {

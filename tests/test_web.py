@@ -685,6 +685,14 @@ def test_typing_right_after_a_send_shows_within_a_second_or_so(
     )
 
 
+def test_a_new_user_lands_in_general(pages: Pages, names: Callable[[str], str]) -> None:
+    page = pages.open()
+    sign_up(page, names("alice"))
+    expect(page.locator("#conversation-title")).to_have_text("# general")
+    expect(page.get_by_label("Message", exact=True)).to_be_visible()
+    expect(sidebar_item(page, "# general")).to_have_attribute("aria-current", "page")
+
+
 def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_path: Path) -> None:
     """The screens the README shows; `make screenshots` writes them to docs/."""
     folder = Path(os.environ.get("SCREENSHOTS_DIR", tmp_path))
@@ -701,13 +709,14 @@ def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_p
     ]:
         api_send(server, headers, direct, text)
     general = httpx.get(f"{server.url}/conversations", headers=bob_headers).json()[-1]["id"]
-    api_send(server, alice_headers, general, "Release 1.0 is out: thanks, everyone!")
 
     pages.open().screenshot(path=folder / "login.png")
     bob = open_as(pages, server, "bob")
     sidebar_item(bob, "Alice Martin @alice").click()
     alice = open_as(pages, server, "alice")
     sidebar_item(alice, "Bob Chen @bob").click()
+    # Sent once both have left general (where they land): unread for Bob.
+    api_send(server, alice_headers, general, "Release 1.0 is out: thanks, everyone!")
     expect(message(alice, "never as HTML")).to_be_visible()
     expect(sidebar_item(alice, "Bob Chen @bob").locator(".badge")).to_have_count(0)  # seen: read
     bob.get_by_label("Message", exact=True).fill("Shall we celebrate?")
