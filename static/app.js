@@ -561,8 +561,10 @@ function sendTyping(id) {
   typingDue = null;
   // Not if the text went out as a message (or was cleared) meanwhile.
   if (state.view?.id !== id || !$("composer-input").value.trim()) return;
-  state.typingSentAt.set(id, Date.now());
-  state.socket?.send({ type: "typing", conversation_id: id });
+  // Not connected yet (or reconnecting): nothing went, the next keystroke tries again.
+  if (state.socket?.send({ type: "typing", conversation_id: id })) {
+    state.typingSentAt.set(id, Date.now());
+  }
 }
 
 function showTyping(conversationId, user) {
