@@ -106,10 +106,13 @@ $("login-form").addEventListener("submit", async (event) => {
   }
 });
 
+// The page stops at once (its socket closed before the server closes it, no
+// request started after this one), and says so once the token is revoked.
 $("logout").addEventListener("click", async () => {
-  state.socket?.close(); // ours to close, before the server closes it for us
-  await api.logOut();
-  endSession("You have logged out.");
+  const loggingOut = api.logOut(); // forgets the session before it returns
+  endSession("Logging out…");
+  await loggingOut;
+  if (!state.me) showLogin("You have logged out."); // unless logged in again meanwhile
 });
 
 // ---- The sidebar ---------------------------------------------------------
