@@ -41,9 +41,13 @@ export function setUnauthorizedHandler(handler) {
   onUnauthorized = handler;
 }
 
-export async function request(method, path, body) {
+// Without a session only an `anonymous` request goes out (signing up): any
+// other would only be a 401, like those of a catch-up still running when the
+// user logged out.
+export async function request(method, path, body, { anonymous = false } = {}) {
   const headers = {};
   const session = loadSession();
+  if (!session && !anonymous) throw new ApiError(401, "You are not logged in");
   if (session) headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
@@ -83,7 +87,7 @@ export async function logIn(username, password) {
 }
 
 export async function signUp(username, password) {
-  await post("/users", { username, password });
+  await request("POST", "/users", { username, password }, { anonymous: true });
   return logIn(username, password);
 }
 

@@ -9,19 +9,23 @@ import { LiveSocket } from "./socket.js";
 import * as views from "./views.js";
 
 const PAGE = 50; // messages per history page
-const TYPING_SEND_EVERY_MS = 3000; // the server relays one per 2 s at most
-const TYPING_SHOWN_MS = 5000;
+const TYPING_EVERY_MS = 2100; // just over the server's 2 s: see "Typing indicators"
+const TYPING_SHOWN_MS = 5000; // over twice that: no flicker between two frames
 const $ = (id) => document.getElementById(id);
 
 const state = {
   me: null,
   socket: null,
   conversations: new Map(), // id -> Conversation (the sidebar, and channels being read)
-  view: null, // the open conversation: {id, messages: Map id -> Message, complete, loading}
+  // The open conversation: {id, messages: Map id -> Message, items: Map id ->
+  // its element, pendingItems: Map client_id -> element, complete, loading}.
+  // Elements are found through these maps, never by a selector built from an
+  // id: a client_id is any string its sender chose, `"]` included.
+  view: null,
   pending: new Map(), // client_id -> {clientId, conversationId, content, error}
   typing: new Map(), // conversation id -> Map user id -> {user, timer}
   readUpTo: new Map(), // conversation id -> highest message id we told the server we read
-  lastTypingSent: 0,
+  typingSentAt: new Map(), // conversation id -> when our last `typing` frame went out
   expiryTimer: null,
 };
 
@@ -53,10 +57,11 @@ async function startSession(session) {
     () => endSession("Your session has expired. Please log in again."),
     left,
   );
-  $("me").textContent = `Signed in as ${views.nameOf(state.me)}`;
+  $("me").replaceChildren("Signed in as ", views.personName(state.me));
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
   await loadConversations();
+  openFirstConversation();
   state.socket = new LiveSocket({
     token: session.token,
     onEvent: handleEvent,
@@ -73,8 +78,8 @@ function endSession(message) {
   api.clearSession();
   Object.assign(state, { me: null, socket: null, view: null });
   readTimers.forEach(clearTimeout);
-  for (const map of [state.conversations, state.pending, state.typing, state.readUpTo, readTimers])
-    map.clear();
+  const maps = [state.conversations, state.pending, state.typing, state.readUpTo];
+  for (const map of [...maps, state.typingSentAt, readTimers, sidebarButtons]) map.clear();
   $("conversation-list").replaceChildren();
   closeConversation();
   showLogin(message);
@@ -101,26 +106,33 @@ $("login-form").addEventListener("submit", async (event) => {
   }
 });
 
+// The page stops at once (its socket closed before the server closes it, no
+// request started after this one), and says so once the token is revoked.
 $("logout").addEventListener("click", async () => {
-  state.socket?.close(); // ours to close, before the server closes it for us
-  await api.logOut();
-  endSession("You have logged out.");
+  const loggingOut = api.logOut(); // forgets the session before it returns
+  endSession("Logging out…");
+  await loggingOut;
+  if (!state.me) showLogin("You have logged out."); // unless logged in again meanwhile
 });
 
 // ---- The sidebar ---------------------------------------------------------
 
 const activity = (c) => c.last_message?.created_at ?? c.created_at;
+const latestFirst = (a, b) => activity(b).localeCompare(activity(a)) || b.id - a.id;
+const sidebarButtons = new Map(); // conversation id -> its button in the sidebar
 
 function renderSidebar() {
-  const focusedId = document.activeElement?.closest(".conversation")?.dataset.id;
-  const list = [...state.conversations.values()]
-    .filter((c) => c.is_member)
-    .sort((a, b) => activity(b).localeCompare(activity(a)) || b.id - a.id);
-  $("conversation-list").replaceChildren(
-    ...list.map((c) => views.conversationItem(c, state.me, c.id === state.view?.id)),
-  );
+  const focused = document.activeElement?.closest(".conversation");
+  const list = [...state.conversations.values()].filter((c) => c.is_member).sort(latestFirst);
+  sidebarButtons.clear();
+  const items = list.map((c) => {
+    const item = views.conversationItem(c, state.me, c.id === state.view?.id);
+    sidebarButtons.set(c.id, item.querySelector(".conversation"));
+    return item;
+  });
+  $("conversation-list").replaceChildren(...items);
   // Rebuilding the list must not throw the keyboard user's focus away.
-  if (focusedId) $("conversation-list").querySelector(`[data-id="${focusedId}"]`)?.focus();
+  if (focused) sidebarButtons.get(Number(focused.dataset.id))?.focus();
 }
 
 // A reply and a live event can cross: the reply may carry an older version
@@ -155,6 +167,20 @@ async function loadConversations() {
   renderSidebar();
 }
 
+// Nobody should land on an empty pane: open `general` (the oldest channel of
+// that name, the one every new user is put in), else the latest conversation.
+// Not when a conversation is open already, nor on a phone, where the list is
+// the first screen.
+function openFirstConversation() {
+  if (state.view || getComputedStyle($("conversation")).display === "none") return;
+  const mine = [...state.conversations.values()].filter((c) => c.is_member);
+  const general = mine
+    .filter((c) => c.kind === "channel" && c.title === "general")
+    .sort((a, b) => a.id - b.id)[0];
+  const first = general ?? mine.sort(latestFirst)[0];
+  if (first) openConversation(first.id);
+}
+
 async function refreshConversation(id) {
   remember(await api.get(`/conversations/${id}`));
   renderSidebar();
@@ -180,7 +206,14 @@ function closeConversation() {
 
 async function openConversation(id, { focus = false } = {}) {
   if (!state.conversations.has(id)) remember(await api.get(`/conversations/${id}`));
-  const view = { id, messages: new Map(), complete: false, loading: true };
+  const view = {
+    id,
+    messages: new Map(),
+    items: new Map(),
+    pendingItems: new Map(),
+    complete: false,
+    loading: true,
+  };
   state.view = view;
   document.body.classList.add("chat-open");
   renderHeader();
@@ -204,7 +237,7 @@ async function openConversation(id, { focus = false } = {}) {
 
 function renderHeader() {
   const c = state.conversations.get(state.view.id);
-  $("conversation-title").textContent = views.conversationTitle(c, state.me);
+  $("conversation-title").replaceChildren(views.conversationTitle(c, state.me));
   $("conversation-info").textContent =
     c.kind === "direct" ? "direct message" : `${c.kind} · ${c.member_count} members`;
   $("composer").hidden = !c.is_member;
@@ -231,16 +264,22 @@ function addMessage(message) {
   view.messages.set(message.id, message);
   const list = $("messages");
   const item = views.messageItem(message, state.me);
-  const old = list.querySelector(`.message[data-id="${message.id}"]`);
+  const old = view.items.get(message.id);
+  view.items.set(message.id, item);
   if (old) {
     old.replaceWith(item);
     return;
   }
-  const stick = nearBottom(list) || message.author.id === state.me.id;
-  list.querySelector(`.pending[data-client-id="${message.client_id}"]`)?.remove();
+  const own = message.author.id === state.me.id;
+  // Only our own message takes the place of our pending one: another
+  // member's client_id may be anything, even a copy of ours.
+  if (own) removePendingItem(view, message.client_id);
   const later = [...list.querySelectorAll(".message")].find(
     (li) => !li.dataset.id || Number(li.dataset.id) > message.id,
   );
+  // A new message at the end follows the reader down; an older one (our own
+  // too, in a page loaded by scrolling up) leaves the view where it is.
+  const stick = !later?.dataset.id && (nearBottom(list) || own);
   list.insertBefore(item, later ?? null);
   if (stick) scrollToBottom();
 }
@@ -257,9 +296,12 @@ async function loadOlder() {
     const list = $("messages");
     const height = list.scrollHeight;
     page.forEach(addMessage);
-    list.scrollTop += list.scrollHeight - height; // keep what the reader was looking at in place
     view.complete = page.length < PAGE;
     renderStart();
+    // Keep what the reader was looking at in place: down by exactly what was
+    // added above it. The list has overflow-anchor: none (style.css), or
+    // Chromium's scroll anchoring would move it once more.
+    list.scrollTop += list.scrollHeight - height;
   } finally {
     view.loading = false; // a failed page is asked for again on the next scroll
   }
@@ -317,7 +359,6 @@ $("composer").addEventListener("submit", (event) => {
   };
   state.pending.set(pending.clientId, pending);
   $("composer-input").value = "";
-  state.lastTypingSent = 0; // the others stop showing "typing" on the message: start afresh
   trySend(pending);
 });
 
@@ -346,13 +387,19 @@ async function trySend(pending) {
 }
 
 function renderPending(pending) {
-  if (state.view?.id !== pending.conversationId) return;
-  const list = $("messages");
+  const view = state.view;
+  if (view?.id !== pending.conversationId) return;
   const item = views.pendingItem(pending, state.me);
-  const old = list.querySelector(`.pending[data-client-id="${pending.clientId}"]`);
+  const old = view.pendingItems.get(pending.clientId);
+  view.pendingItems.set(pending.clientId, item);
   if (old) old.replaceWith(item);
-  else list.append(item);
+  else $("messages").append(item);
   scrollToBottom();
+}
+
+function removePendingItem(view, clientId) {
+  view.pendingItems.get(clientId)?.remove();
+  view.pendingItems.delete(clientId);
 }
 
 $("messages").addEventListener("click", (event) => {
@@ -363,7 +410,7 @@ $("messages").addEventListener("click", (event) => {
   if (event.target.matches(".retry")) trySend(pending);
   else if (event.target.matches(".discard")) {
     state.pending.delete(pending.clientId);
-    item.remove();
+    removePendingItem(state.view, pending.clientId);
   } else if (event.target.matches(".edit")) startEdit(item, message);
   else if (event.target.matches(".delete")) deleteMessage(message);
 });
@@ -371,12 +418,14 @@ $("messages").addEventListener("click", (event) => {
 // ---- Editing and deleting your own messages --------------------------------
 
 function startEdit(item, message) {
+  const view = state.view;
   const form = views.editForm(message);
   const input = form.querySelector("textarea");
-  const latest = () => state.view.messages.get(message.id); // it may have changed meanwhile
   const done = () => {
-    const shown = views.messageItem(latest(), state.me);
+    if (view.items.get(message.id) !== item) return; // a newer version replaced it already
+    const shown = views.messageItem(view.messages.get(message.id), state.me); // the latest
     item.replaceWith(shown);
+    view.items.set(message.id, shown);
     shown.querySelector(".edit")?.focus(); // the keyboard user is back where they were
   };
   item.querySelector(".content").replaceWith(form);
@@ -495,12 +544,31 @@ async function catchUp() {
 
 // ---- Typing indicators -----------------------------------------------------
 
+// The server relays one `typing` per user and conversation every 2 s and
+// drops the rest (realtime.py). So a frame goes out when it will be relayed:
+// at once if the last one left over TYPING_EVERY_MS ago, else by a timer at
+// that moment. One sent sooner would be dropped, and if the typing stopped
+// before the next was due (a short reply), nobody would see it at all.
+// Sending a message does not restart the count: the server's does not either.
+let typingDue = null; // {id, timer}: a frame waiting for its moment
+
 $("composer-input").addEventListener("input", () => {
-  const now = Date.now();
-  if (!state.view || now - state.lastTypingSent < TYPING_SEND_EVERY_MS) return;
-  state.lastTypingSent = now;
-  state.socket?.send({ type: "typing", conversation_id: state.view.id });
+  const id = state.view?.id;
+  if (!id || typingDue?.id === id) return;
+  clearTimeout(typingDue?.timer); // one for a conversation left since
+  const wait = (state.typingSentAt.get(id) ?? 0) + TYPING_EVERY_MS - Date.now();
+  typingDue = { id, timer: setTimeout(() => sendTyping(id), Math.max(0, wait)) };
 });
+
+function sendTyping(id) {
+  typingDue = null;
+  // Not if the text went out as a message (or was cleared) meanwhile.
+  if (state.view?.id !== id || !$("composer-input").value.trim()) return;
+  // Not connected yet (or reconnecting): nothing went, the next keystroke tries again.
+  if (state.socket?.send({ type: "typing", conversation_id: id })) {
+    state.typingSentAt.set(id, Date.now());
+  }
+}
 
 function showTyping(conversationId, user) {
   if (user.id === state.me.id) return;
@@ -521,9 +589,9 @@ function clearTyping(conversationId, userId) {
 
 function renderTyping() {
   const typers = [...(state.typing.get(state.view?.id)?.values() ?? [])];
-  const names = typers.map((t) => views.nameOf(t.user));
-  $("typing").textContent =
-    names.length === 0 ? "" : `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…`;
+  const line = typers.flatMap((t, i) => [i > 0 ? ", " : "", views.personName(t.user)]);
+  if (typers.length > 0) line.push(typers.length > 1 ? " are typing…" : " is typing…");
+  $("typing").replaceChildren(...line);
 }
 
 // ---- Dialogs: new direct message, new group, channels, search -------------
@@ -575,8 +643,7 @@ $("direct-query").addEventListener("input", async () => {
         views.el(
           "button",
           { type: "button", dataset: { username: u.username } },
-          views.nameOf(u),
-          u.display_name ? ` (${u.username})` : "",
+          views.personName(u),
         ),
       ),
     ),
@@ -690,9 +757,8 @@ $("search-results").addEventListener("click", (event) => {
 
 // On a phone the sidebar and the conversation take turns on the screen.
 $("back").addEventListener("click", () => {
-  const id = state.view?.id;
   document.body.classList.remove("chat-open");
-  $("conversation-list").querySelector(`[data-id="${id}"]`)?.focus();
+  sidebarButtons.get(state.view?.id)?.focus();
 });
 
 // ---- Start -----------------------------------------------------------------

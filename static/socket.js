@@ -54,9 +54,11 @@ export class LiveSocket {
     this.retry = setTimeout(() => this.connect(), delay);
   }
 
-  // Frames other than auth wait for `ready`; before it they would be dropped.
+  // Frames other than auth need `ready` (until then the server takes a frame
+  // for the auth one), so before it they are not sent. Says whether it went.
   send(frame) {
     if (this.ready) this.ws.send(JSON.stringify(frame));
+    return Boolean(this.ready);
   }
 
   close() {

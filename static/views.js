@@ -18,12 +18,31 @@ export function el(tag, props = {}, ...children) {
   return node;
 }
 
-export const nameOf = (user) => user.display_name || user.username;
+// Anyone may pick any display name, someone else's username included, so a
+// person is shown as their display name followed by their username (which
+// is unique): "Alice Liddell @alice", or "alice" alone without a display name.
+const hasDisplayName = (user) => user.display_name && user.display_name !== user.username;
 
+// As an element, the username muted.
+export function personName(user) {
+  if (!hasDisplayName(user)) return el("span", { className: "person" }, user.username);
+  return el(
+    "span",
+    { className: "person" },
+    `${user.display_name} `,
+    el("span", { className: "handle" }, `@${user.username}`),
+  );
+}
+
+// As plain text, where only text will do (the screen readers' live region).
+export const nameOf = (user) =>
+  hasDisplayName(user) ? `${user.display_name} @${user.username}` : user.username;
+
+// A string, or for a direct conversation the other person's name element.
 export function conversationTitle(conversation, me) {
   if (conversation.kind === "direct") {
     const other = conversation.members?.find((u) => u.id !== me.id);
-    return other ? nameOf(other) : "Direct message";
+    return other ? personName(other) : "Direct message";
   }
   return conversation.kind === "channel" ? `# ${conversation.title}` : conversation.title;
 }
@@ -42,9 +61,9 @@ function timeElement(iso) {
 }
 
 function preview(message, me) {
-  if (!message) return "No messages yet";
-  const who = message.author.id === me.id ? "You" : nameOf(message.author);
-  return `${who}: ${message.deleted ? "message deleted" : message.content}`;
+  if (!message) return ["No messages yet"];
+  const who = message.author.id === me.id ? "You" : personName(message.author);
+  return [who, `: ${message.deleted ? "message deleted" : message.content}`];
 }
 
 export function conversationItem(conversation, me, active) {
@@ -60,7 +79,7 @@ export function conversationItem(conversation, me, active) {
         String(unread),
         el("span", { className: "visually-hidden" }, " unread"),
       ),
-    el("span", { className: "preview" }, preview(conversation.last_message, me)),
+    el("span", { className: "preview" }, ...preview(conversation.last_message, me)),
   );
   if (active) button.setAttribute("aria-current", "page");
   if (unread > 0) button.classList.add("unread");
@@ -77,8 +96,8 @@ export function messageItem(message, me) {
     el(
       "div",
       { className: "meta" },
-      el("span", { className: "author" }, nameOf(message.author)),
-      " ",
+      el("span", { className: "author" }, personName(message.author)),
+      " · ",
       timeElement(message.created_at),
       message.edited_at && !message.deleted && el("span", { className: "edited" }, " (edited)"),
     ),
@@ -110,8 +129,8 @@ export function pendingItem(pending, me) {
     el(
       "div",
       { className: "meta" },
-      el("span", { className: "author" }, nameOf(me)),
-      " ",
+      el("span", { className: "author" }, personName(me)),
+      " · ",
       el("span", { className: "status" }, pending.error ? "Not sent" : "Sending…"),
     ),
     el("p", { className: "content" }, pending.content),
@@ -150,6 +169,7 @@ export function editForm(message) {
   );
 }
 
+// `title`: the conversation's, as conversationTitle gives it.
 export function searchResult(message, title) {
   return el(
     "li",
@@ -160,7 +180,10 @@ export function searchResult(message, title) {
       el(
         "span",
         { className: "meta" },
-        `${nameOf(message.author)} in ${title} · `,
+        personName(message.author),
+        " in ",
+        title,
+        " · ",
         timeElement(message.created_at),
       ),
       el("span", { className: "content" }, message.content),

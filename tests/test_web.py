@@ -8,6 +8,7 @@ sends (middleware.py): no inline script, no inline style, sockets to this host o
 
 import os
 import re
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -520,6 +521,179 @@ def test_phone_width_shows_list_or_conversation(
     expect(sidebar_item(page, "# general")).to_be_focused()
 
 
+def test_a_crafted_client_id_breaks_nothing(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    """A client_id is any string the sender likes, and every member receives
+    it: the page must never read it as anything but data."""
+    alice_name, bob_name, _, direct = alice_and_bob(web, names)
+    bob_headers = web.user(bob_name)
+    alice = open_as(pages, web, alice_name)
+    sidebar_item(alice, bob_name).click()
+    send(alice, "Mine, before the trick")
+    expect(message(alice, "Mine, before the trick")).not_to_have_class(re.compile("pending"))
+
+    def bob_sends(text: str, client_id: str) -> None:
+        response = httpx.post(
+            f"{web.url}/conversations/{direct}/messages",
+            json={"content": text, "client_id": client_id},
+            headers=bob_headers,
+        )
+        assert response.status_code == 201, response.text
+
+    # A quote and a bracket: built into a selector, querySelector throws.
+    bob_sends("Quote bracket", '"]')
+    # A selector of its own: built into one, it matches Alice's messages.
+    bob_sends("A selector", 'x"], .message, [data-x="')
+    expect(message(alice, "Quote bracket")).to_be_visible()
+    expect(message(alice, "A selector")).to_be_visible()
+    expect(message(alice, "Mine, before the trick")).to_be_visible()
+
+    # One aimed at Alice's message while it is still being sent.
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    alice.route("**/conversations/*/messages", hold)
+    send(alice, "Mine, in flight")
+    expect(alice.locator(".pending")).to_contain_text("Sending…")
+    bob_sends("Another selector", 'x"], .pending, [data-x="')
+    expect(message(alice, "Another selector")).to_be_visible()
+    expect(alice.locator(".pending")).to_contain_text("Mine, in flight")
+    assert [route.request.method for route in held] == ["POST"]
+    held[0].continue_()
+    alice.unroute("**/conversations/*/messages")
+    expect(message(alice, "Mine, in flight")).not_to_have_class(re.compile("pending"))
+
+    send(alice, "Mine, after the trick")
+    expect(message(alice, "Mine, after the trick")).not_to_have_class(re.compile("pending"))
+    expect(alice.locator("#messages .message")).to_have_count(6)
+    expect(alice.locator("#messages .pending")).to_have_count(0)
+
+
+def test_a_display_name_cannot_pass_for_another_user(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, alice_headers, _ = alice_and_bob(web, names)
+    mallory_name = names("mallory")
+    mallory_headers = web.user(mallory_name)
+    renamed = httpx.patch(
+        f"{web.url}/users/me", json={"display_name": bob_name}, headers=mallory_headers
+    )
+    assert renamed.status_code == 200, renamed.text
+    group = httpx.post(
+        f"{web.url}/conversations",
+        json={"kind": "group", "title": "Payroll", "members": [bob_name, mallory_name]},
+        headers=alice_headers,
+    ).json()["id"]
+    api_send(web, web.user(bob_name), group, "The real Bob here")
+    api_send(web, mallory_headers, group, "Send me the password")
+
+    alice = open_as(pages, web, alice_name)
+    sidebar_item(alice, "Payroll").click()
+    # Mallory's display name is Bob's username: her own username follows it.
+    expect(message(alice, "Send me the password").locator(".author")).to_have_text(
+        f"{bob_name} @{mallory_name}"
+    )
+    expect(message(alice, "Send me the password").locator(".handle")).to_have_text(
+        f"@{mallory_name}"
+    )
+    expect(sidebar_item(alice, "Payroll").locator(".preview")).to_have_text(
+        f"{bob_name} @{mallory_name}: Send me the password"
+    )
+    # Without a display name the username shows once.
+    expect(message(alice, "The real Bob here").locator(".author")).to_have_text(bob_name)
+
+    mallory = open_as(pages, web, mallory_name)
+    sidebar_item(mallory, "Payroll").click()
+    # Keystrokes made before her socket is up are not lost: the next ones send.
+    mallory.get_by_label("Message", exact=True).press_sequentially("Quick question", delay=100)
+    expect(alice.locator("#typing")).to_have_text(f"{bob_name} @{mallory_name} is typing…")
+
+    # Search results and the people picker say who it is too.
+    alice.get_by_label("Search your messages").fill("password")
+    alice.get_by_label("Search your messages").press("Enter")
+    expect(alice.locator("#search-results .meta")).to_contain_text(
+        f"{bob_name} @{mallory_name} in Payroll"
+    )
+    alice.locator("#search-dialog").get_by_role("button", name="Close").click()
+    alice.get_by_role("button", name="New message").click()
+    alice.get_by_label("Find people by username").fill(mallory_name)
+    expect(alice.locator("#direct-results button")).to_have_text(f"{bob_name} @{mallory_name}")
+
+
+# Where a message is in the list: the one given by id, or the first one in view.
+POSITION = """(list, id) => {
+  const box = list.getBoundingClientRect();
+  const items = [...list.querySelectorAll(".message")];
+  const item = id
+    ? items.find((li) => li.dataset.id === id)
+    : items.find((li) => li.getBoundingClientRect().bottom > box.top);
+  return {
+    id: item.dataset.id,
+    offset: item.getBoundingClientRect().top - box.top,
+    fromBottom: list.scrollHeight - list.scrollTop - list.clientHeight,
+  };
+}"""
+
+
+def test_loading_older_messages_keeps_the_reader_in_place(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, alice_headers, direct = alice_and_bob(web, names)
+    bob_headers = web.user(bob_name)
+    # Over two pages, from both: the older page holds the reader's own too.
+    for n in range(120):
+        api_send(web, (alice_headers, bob_headers)[n % 2], direct, f"message number {n}.")
+    page = open_as(pages, web, bob_name)
+    sidebar_item(page, alice_name).click()
+    expect(page.locator("#messages .message")).to_have_count(50)
+    expect(message(page, "message number 119.")).to_be_in_viewport()
+
+    # Near the top (not at 0, where Chromium does not anchor): the older page loads.
+    before = page.locator("#messages").evaluate(
+        f"list => {{ list.scrollTop = 40; return ({POSITION})(list, null); }}"
+    )
+    expect(page.locator("#messages .message")).to_have_count(100)
+    # Two frames: whatever the browser adjusts on layout has been applied.
+    page.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    after = page.locator("#messages").evaluate(POSITION, before["id"])
+    assert abs(after["offset"] - before["offset"]) <= 3, (before, after)
+    assert after["fromBottom"] > 1000, after  # nowhere near the bottom
+
+
+def test_typing_right_after_a_send_shows_within_a_second_or_so(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name = alice_and_bob(web, names)[:2]
+    alice, bob = open_as(pages, web, alice_name), open_as(pages, web, bob_name)
+    sidebar_item(alice, bob_name).click()
+    sidebar_item(bob, alice_name).click()
+    composer = bob.get_by_label("Message", exact=True)
+    composer.press_sequentially("First thought", delay=60)
+    expect(alice.locator("#typing")).to_have_text(f"{bob_name} is typing…")
+    composer.press("Enter")
+    expect(message(alice, "First thought")).to_be_visible()
+    expect(alice.locator("#typing")).to_have_text("")
+
+    time.sleep(0.5)
+    started = time.monotonic()
+    composer.press_sequentially("and a second", delay=60)  # about 0.7 s of typing
+    left = 1.5 - (time.monotonic() - started)
+    expect(alice.locator("#typing")).to_have_text(
+        f"{bob_name} is typing…", timeout=max(1, left * 1000)
+    )
+
+
+def test_a_new_user_lands_in_general(pages: Pages, names: Callable[[str], str]) -> None:
+    page = pages.open()
+    sign_up(page, names("alice"))
+    expect(page.locator("#conversation-title")).to_have_text("# general")
+    expect(page.get_by_label("Message", exact=True)).to_be_visible()
+    expect(sidebar_item(page, "# general")).to_have_attribute("aria-current", "page")
+
+
 def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_path: Path) -> None:
     """The screens the README shows; `make screenshots` writes them to docs/."""
     folder = Path(os.environ.get("SCREENSHOTS_DIR", tmp_path))
@@ -536,23 +710,24 @@ def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_p
     ]:
         api_send(server, headers, direct, text)
     general = httpx.get(f"{server.url}/conversations", headers=bob_headers).json()[-1]["id"]
-    api_send(server, alice_headers, general, "Release 1.0 is out: thanks, everyone!")
 
     pages.open().screenshot(path=folder / "login.png")
     bob = open_as(pages, server, "bob")
-    sidebar_item(bob, "Alice Martin").click()
+    sidebar_item(bob, "Alice Martin @alice").click()
     alice = open_as(pages, server, "alice")
-    sidebar_item(alice, "Bob Chen").click()
+    sidebar_item(alice, "Bob Chen @bob").click()
+    # Sent once both have left general (where they land): unread for Bob.
+    api_send(server, alice_headers, general, "Release 1.0 is out: thanks, everyone!")
     expect(message(alice, "never as HTML")).to_be_visible()
-    expect(sidebar_item(alice, "Bob Chen").locator(".badge")).to_have_count(0)  # seen: read
+    expect(sidebar_item(alice, "Bob Chen @bob").locator(".badge")).to_have_count(0)  # seen: read
     bob.get_by_label("Message", exact=True).fill("Shall we celebrate?")
-    expect(alice.locator("#typing")).to_have_text("Bob Chen is typing…")
+    expect(alice.locator("#typing")).to_have_text("Bob Chen @bob is typing…")
     alice.screenshot(path=folder / "chat.png")
 
     phone = open_as(pages, server, "bob", PHONE)
     expect(sidebar_item(phone, "# general").locator(".badge")).to_have_text("1 unread")
     phone.screenshot(path=folder / "phone-list.png")
-    sidebar_item(phone, "Alice Martin").click()
+    sidebar_item(phone, "Alice Martin @alice").click()
     expect(message(phone, "never as HTML")).to_be_visible()
     phone.screenshot(path=folder / "phone-chat.png")
     assert pages.close() == []
