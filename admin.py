@@ -60,14 +60,15 @@ def read_users_admin(
     responses=error_responses({**NO_SUCH_USER, **forbidden("Your own account")}),
 )
 def deactivate_user(session: SessionDep, admin: Admin, user: TargetUser, events: Events) -> None:
-    """Lock an account at once: the user can no longer log in, every token of
-    theirs is rejected from now on, and their open WebSockets are closed
-    (4401). Their messages stay. Deactivating them again changes nothing."""
+    """Lock an account at once: the user can no longer log in, every session
+    and token of theirs ends, and their open WebSockets are closed (4401).
+    Their messages stay. Deactivating them again changes nothing."""
     if user.id == admin.id:
         # The only admin would lock themselves out, with nobody to undo it.
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="You cannot deactivate yourself")
     if user.active:
         crud.deactivate_user(session, user)
+        crud.end_sessions(session, user)
         events.check_tokens(user)
 
 

@@ -1,4 +1,5 @@
-"""Password hashing, JWTs, scopes, the current-user dependency, and the login route."""
+"""Password hashing, JWTs, scopes, the current-user dependency, and the limit on
+password guesses. The routes that log in and out are in sessions.py."""
 
 import logging
 import os
@@ -11,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from uuid import uuid4
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response, Security, status
+from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from jose import JWTError, jwt
 from passlib.context import CryptContext
@@ -23,15 +24,10 @@ from config import settings
 from db import ReadSessionDep
 from models import (
     ATTEMPT_LOGIN_FAILURE,
-    LoginForm,
     Role,
     Scope,
-    Token,
-    TokenErrorDetail,
     TokenPayload,
     User,
-    error_responses,
-    utcnow,
 )
 
 logger = logging.getLogger("messageapp.auth")
@@ -143,7 +139,10 @@ def scopes_to_grant(user: User, requested: list[str]) -> list[Scope]:
 
 
 def create_access_token(
-    user: User, scopes: list[Scope] | None = None, expires_delta: timedelta | None = None
+    user: User,
+    scopes: list[Scope] | None = None,
+    expires_delta: timedelta | None = None,
+    session_id: int | None = None,
 ) -> str:
     if scopes is None:
         scopes = list(ROLE_SCOPES[user.role])
@@ -157,8 +156,11 @@ def create_access_token(
         jti=uuid4().hex,
         ver=user.token_version,
         scope=" ".join(scopes),
+        sid=session_id,
     )
-    return jwt.encode(claims.model_dump(), settings.SECRET_KEY, algorithm=ALGORITHM)
+    return jwt.encode(
+        claims.model_dump(exclude_none=True), settings.SECRET_KEY, algorithm=ALGORITHM
+    )
 
 
 def decode_access_token(token: str) -> TokenPayload | None:
@@ -242,11 +244,15 @@ TokenPayloadDep = Annotated[TokenPayload, Depends(get_token_payload)]
 
 
 def user_for_token(session: Session, payload: TokenPayload) -> User | None:
-    """The token's user, unless the token was logged out, or a password change
-    or a deactivation since has revoked it. One query checks all of it."""
+    """The token's user, unless the token's session has ended (logged out, or
+    ended from another device), or a password change or a deactivation since
+    has revoked it. One query checks all of it."""
     if not payload.sub.isdigit():
         return None
-    user = crud.get_user_unless_revoked(session, int(payload.sub), payload.jti)
+    if payload.sid is not None:
+        user = crud.get_user_in_session(session, int(payload.sub), payload.sid)
+    else:  # a token from before sessions existed, or logged out by its jti
+        user = crud.get_user_unless_revoked(session, int(payload.sub), payload.jti)
     if user is None or not user.active or payload.ver != user.token_version:
         return None
     return user
@@ -308,11 +314,6 @@ def forbidden(reason: str) -> dict[int, str]:
     return {403: f"{reason}; or {LACKS_SCOPE}"}
 
 
-# Read from a form body, as OAuth2 wants, which FastAPI parses with
-# python-multipart: without it, the @router.post below fails at import.
-LoginFormDep = Annotated[LoginForm, Form()]
-
-
 def client_ip(request: Request) -> str:
     """The client's address; behind a trusted proxy, uvicorn's --proxy-headers
     has already put the address from X-Forwarded-For here."""
@@ -336,7 +337,7 @@ def too_many(detail: str, retry_after: int, headers: dict[str, str] | None = Non
 def check_password_guesses(session: Session, username: str, ip: str, now: datetime) -> None:
     """429 once a username, or a client address, has had too many wrong
     passwords lately: for a login, or for the current password of a change."""
-    username_key = _guess_key(username)
+    username_key = guess_key(username)
     retry_after = crud.login_retry_after(session, username_key, now)
     if retry_after is not None:
         logger.warning("Password blocked for %r: too many failures", username_key)
@@ -356,7 +357,7 @@ def record_password_guess(username: str, ip: str, now: datetime, *, right: bool)
     """Count a wrong password against the username and the address; a right
     one clears the username's count (never the address's: one good account
     must not reset it). Written in a short session of its own, after the hash."""
-    username_key = _guess_key(username)
+    username_key = guess_key(username)
     with db.write_session() as writer:
         if right:
             crud.clear_login_failures(writer, username_key)
@@ -366,70 +367,7 @@ def record_password_guess(username: str, ip: str, now: datetime, *, right: bool)
             crud.record_attempt(writer, ATTEMPT_LOGIN_FAILURE, ip, now, window)
 
 
-def _guess_key(username: str) -> str:
+def guess_key(username: str) -> str:
     # Counted per lower-cased name. The cut keeps each row small when someone
     # sends 64 KiB "usernames" (no real one is over 32 characters).
     return username.lower()[:64]
-
-
-# `@router.post("/token", ...)` registers the function below it as the route
-# when this module is imported, and returns it unchanged.
-router = APIRouter(tags=["auth"])
-
-
-@router.post(
-    "/token",
-    summary="Log in",
-    responses={
-        **error_responses(
-            {
-                400: "invalid_scope: a scope this account may not have, or no such scope",
-                401: "Wrong username or password, or the account is deactivated",
-            },
-            model=TokenErrorDetail,
-        ),
-        **error_responses(
-            {429: "Too many failed logins for this username or from your address; see Retry-After"}
-        ),
-    },
-)
-def login(
-    _: HashingSlot, session: ReadSessionDep, form: LoginFormDep, ip: ClientIP, response: Response
-) -> Token:
-    """Exchange a username (any case) and password for a bearer token.
-
-    This is the OAuth2 password flow: the body is a form, not JSON, and the
-    **Authorize** button of this page uses it. Send the token back as
-    `Authorization: Bearer <access_token>`. After 10 failed logins for one
-    username within 5 minutes, or 100 from one address, this answers 429
-    until the window has passed.
-
-    `scope` (space-separated) asks for less than everything: `messages:read`
-    gives a read-only token. Without it, the token gets every scope your role
-    allows (`admin` only for admins); `scope` in the answer says what you got.
-    """
-    response.headers.update(NO_STORE)
-    now = utcnow()
-    check_password_guesses(session, form.username, ip, now)
-    user = crud.get_user_by_username(session, form.username)
-    # End the read before the deliberately slow hash, so that no snapshot
-    # is held while it runs.
-    session.commit()
-    hashed = user.hashed_password if user is not None else DUMMY_HASH
-    password_ok = verify_password(form.password, hashed) and user is not None
-    record_password_guess(form.username, ip, now, right=password_ok)
-    if not password_ok or user is None:
-        logger.info("Failed login for %r", _guess_key(form.username))
-        raise wrong_credentials("Incorrect username or password")
-    # Only now, with the password right, may the answer depend on the account.
-    if not user.active:
-        raise wrong_credentials("Account deactivated")
-    refused = refused_scopes(user, form.scopes)
-    if refused is not None:
-        raise TokenError(status.HTTP_400_BAD_REQUEST, "invalid_scope", refused)
-    scopes = scopes_to_grant(user, form.scopes)
-    return Token(
-        access_token=create_access_token(user, scopes),
-        expires_in=settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60,
-        scope=" ".join(scopes),
-    )

@@ -25,7 +25,12 @@ class Settings(BaseSettings):
     DATA_DIR: Path = Path("data")
     DATABASE_URL: str = ""  # empty: SQLite file in DATA_DIR
     SECRET_KEY: str = ""  # empty: generated once into DATA_DIR/secret_key
-    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1)
+    # Short: a stolen access token is good for minutes; the client refreshes.
+    ACCESS_TOKEN_EXPIRE_MINUTES: float = Field(default=15, gt=0)
+    # A session's refresh token stops working after this many days unused,
+    # and this many days after the login, whichever comes first.
+    REFRESH_TOKEN_IDLE_DAYS: float = Field(default=14, gt=0)
+    REFRESH_TOKEN_LIFETIME_DAYS: float = Field(default=30, gt=0)
     CORS_ORIGINS: Annotated[list[str], NoDecode] = []
     ADMIN_USERNAMES: Annotated[list[str], NoDecode] = []
 

@@ -5,7 +5,9 @@ is missing or taken, and the route picks the status. The busiest list pages
 (history, search, conversation lists) are in pages.py.
 """
 
+import hashlib
 import math
+import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +27,7 @@ from sqlmodel import Session, col, select
 from config import settings
 from db import GENERAL_CHANNEL, fold
 from models import (
+    AuthSession,
     ClientAttempt,
     Conversation,
     ConversationKind,
@@ -33,6 +36,7 @@ from models import (
     Message,
     MessageCreate,
     MessagePublic,
+    RefreshToken,
     RevokedToken,
     Role,
     User,
@@ -224,6 +228,168 @@ def revoke_token(session: Session, jti: str, expires_at: datetime) -> None:
     session.exec(delete(RevokedToken).where(col(RevokedToken.expires_at) < utcnow()))
     session.add(RevokedToken(jti=jti, expires_at=expires_at))
     session.commit()
+
+
+# --- Sessions and refresh tokens -------------------------------------------
+# A session is one login. Its access tokens carry its id (`sid`), and it
+# goes on with refresh tokens, each good for one exchange (rotation).
+
+
+def refresh_token_hash(token: str) -> str:
+    # A refresh token is 256 random bits: a fast hash is enough, and lets the
+    # database find it by its hash alone.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def session_expires_at(auth_session: AuthSession) -> datetime:
+    """When the session's refresh token stops working: after
+    REFRESH_TOKEN_IDLE_DAYS unused, and REFRESH_TOKEN_LIFETIME_DAYS after login."""
+    idle = auth_session.last_used_at + timedelta(days=settings.REFRESH_TOKEN_IDLE_DAYS)
+    absolute = auth_session.created_at + timedelta(days=settings.REFRESH_TOKEN_LIFETIME_DAYS)
+    return min(idle, absolute)
+
+
+def _give_refresh_token(session: Session, auth_session: AuthSession) -> str:
+    assert auth_session.id is not None  # flushed
+    token = secrets.token_urlsafe(32)
+    session.add(RefreshToken(token_hash=refresh_token_hash(token), session_id=auth_session.id))
+    return token
+
+
+def start_session(
+    session: Session, user: User, scope: str, client_ip: str, user_agent: str
+) -> tuple[AuthSession, str]:
+    """A new session for a login, and its first refresh token. The user's
+    sessions that expired unused are ended on the way, so their rows stay few."""
+    assert user.id is not None
+    now = utcnow()
+    going = session.exec(
+        select(AuthSession).where(
+            AuthSession.user_id == user.id, col(AuthSession.ended_at).is_(None)
+        )
+    )
+    for expired in [s for s in going.all() if session_expires_at(s) <= now]:
+        expired.ended_at = now
+        session.add(expired)
+    _drop_ended_tokens(session, user)
+    auth_session = AuthSession(
+        user_id=user.id, scope=scope, client_ip=client_ip[:64], user_agent=user_agent[:256]
+    )
+    session.add(auth_session)
+    session.flush()  # gives it its id
+    token = _give_refresh_token(session, auth_session)
+    session.commit()
+    return auth_session, token
+
+
+# The refresh token, its session and the session's user, in one query.
+REFRESH_TOKEN_LOOKUP = (
+    select(RefreshToken, AuthSession, User)
+    .join(AuthSession, col(AuthSession.id) == RefreshToken.session_id)
+    .join(User, col(User.id) == AuthSession.user_id)
+    .where(RefreshToken.token_hash == bindparam("token_hash"))
+)
+
+
+def find_refresh_token(
+    session: Session, token: str
+) -> tuple[RefreshToken, AuthSession, User] | None:
+    row = session.exec(
+        REFRESH_TOKEN_LOOKUP, params={"token_hash": refresh_token_hash(token)}
+    ).first()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def rotate_refresh_token(
+    session: Session,
+    used: RefreshToken,
+    auth_session: AuthSession,
+    client_ip: str,
+    user_agent: str,
+) -> str | None:
+    """Mark `used` as exchanged and give the session its next token; None if
+    it had been exchanged already. The check is part of the UPDATE, so of two
+    refreshes racing with one token, only one gets a new one."""
+    now = utcnow()
+    exchanged = session.exec(
+        update(RefreshToken)
+        .where(col(RefreshToken.token_hash) == used.token_hash, col(RefreshToken.used_at).is_(None))
+        .values(used_at=now)
+    )
+    if exchanged.rowcount != 1:
+        session.rollback()
+        return None
+    auth_session.last_used_at = now
+    auth_session.client_ip, auth_session.user_agent = client_ip[:64], user_agent[:256]
+    session.add(auth_session)
+    token = _give_refresh_token(session, auth_session)
+    session.commit()
+    return token
+
+
+def end_sessions(
+    session: Session, user: User, *, only: int | None = None, keep: int | None = None
+) -> int:
+    """End the user's sessions that are still going (just `only`, or all but
+    `keep`): their tokens stop working. How many were ended."""
+    query = update(AuthSession).where(
+        col(AuthSession.user_id) == user.id, col(AuthSession.ended_at).is_(None)
+    )
+    if only is not None:
+        query = query.where(col(AuthSession.id) == only)
+    if keep is not None:
+        query = query.where(col(AuthSession.id) != keep)
+    ended = session.exec(query.values(ended_at=utcnow()))
+    _drop_ended_tokens(session, user)
+    session.commit()
+    return ended.rowcount
+
+
+def _drop_ended_tokens(session: Session, user: User) -> None:
+    # The tokens of ended sessions need no keeping: nothing can refresh them.
+    ended = select(AuthSession.id).where(
+        AuthSession.user_id == user.id, col(AuthSession.ended_at).is_not(None)
+    )
+    session.exec(delete(RefreshToken).where(col(RefreshToken.session_id).in_(ended)))
+
+
+def live_sessions(session: Session, user: User) -> list[AuthSession]:
+    """The user's sessions that are neither ended nor expired, latest used first."""
+    sessions = session.exec(
+        select(AuthSession)
+        .where(AuthSession.user_id == user.id, col(AuthSession.ended_at).is_(None))
+        .order_by(col(AuthSession.last_used_at).desc(), col(AuthSession.id).desc())
+    ).all()
+    now = utcnow()
+    return [s for s in sessions if session_expires_at(s) > now]
+
+
+# Every request with a token from a session asks this: one query, built once.
+USER_IN_SESSION = (
+    select(User)
+    .join(AuthSession, col(AuthSession.user_id) == User.id)
+    .where(
+        User.id == bindparam("user_id"),
+        AuthSession.id == bindparam("session_id"),
+        col(AuthSession.ended_at).is_(None),
+    )
+)
+
+
+def get_user_in_session(session: Session, user_id: int, session_id: int) -> User | None:
+    """The user, if the session is theirs and still going."""
+    params = {"user_id": user_id, "session_id": session_id}
+    return session.exec(USER_IN_SESSION, params=params).first()
+
+
+def ended_sessions_among(session: Session, session_ids: Collection[int]) -> set[int]:
+    """Of `session_ids`, those ended (or gone)."""
+    going = session.exec(
+        select(AuthSession.id).where(
+            col(AuthSession.id).in_(session_ids), col(AuthSession.ended_at).is_(None)
+        )
+    )
+    return set(session_ids) - set(going)
 
 
 def live_token_versions(

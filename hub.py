@@ -53,6 +53,9 @@ MAX_PENDING = 10_000
 
 # --- One socket ------------------------------------------------------------
 
+# Of some sockets' tokens: the jtis logged out, and the sessions ended.
+Revoked = tuple[Collection[str], Collection[int]]
+
 
 @dataclass(eq=False)
 class LiveSocket:
@@ -61,6 +64,7 @@ class LiveSocket:
     websocket: WebSocket
     user: UserPublic
     jti: str
+    session_id: int | None  # the login the token belongs to (None: an older token)
     token_version: int
     expires_at: float  # the token's `exp`, in seconds since the epoch
     can_write: bool = True  # the token has messages:write (needed to send `typing`)
@@ -83,9 +87,11 @@ class LiveSocket:
             self.close_code, self.close_reason = code, reason
             self.cancel_scope.cancel()
 
-    def check_token(self, version: int, revoked: Collection[str]) -> bool:
-        """Close the socket (4401) if its token has been revoked or has expired."""
-        if version != self.token_version or self.jti in revoked:
+    def check_token(self, version: int, revoked: Revoked) -> bool:
+        """Close the socket (4401) if its token has been revoked (or its
+        session ended) or has expired."""
+        jtis, sessions = revoked
+        if version != self.token_version or self.jti in jtis or self.session_id in sessions:
             self.close(CLOSE_UNAUTHORIZED, "Token revoked")
         elif self.expires_at <= time.time():
             self.close(CLOSE_UNAUTHORIZED, "Token expired")
@@ -95,14 +101,18 @@ class LiveSocket:
 
 
 def recipients(
-    user_ids: Collection[int], conversation_id: int | None, jtis: Collection[str]
-) -> tuple[dict[int, int], set[str]]:
+    user_ids: Collection[int], conversation_id: int | None, sockets: Collection[LiveSocket]
+) -> tuple[dict[int, int], Revoked]:
     """Who of `user_ids` may receive (members, if a conversation is given),
-    with their token versions; and which of the tokens `jtis` were logged out.
-    Synchronous, like every query: call it in a worker thread."""
+    with their token versions; and which of the sockets' tokens were logged
+    out, or sessions ended. Synchronous, like every query: call it in a
+    worker thread."""
+    jtis = {s.jti for s in sockets}
+    session_ids = {s.session_id for s in sockets if s.session_id is not None}
     with db.read_session() as session:
         versions = crud.live_token_versions(session, user_ids, conversation_id)
-        return versions, crud.revoked_among(session, jtis)
+        revoked = crud.revoked_among(session, jtis)
+        return versions, (revoked, crud.ended_sessions_among(session, session_ids))
 
 
 # --- The brokers: how an event reaches every process -------------------------
@@ -297,7 +307,7 @@ class Hub:
                 recipients,
                 user_ids,
                 envelope.conversation_id,
-                {s.jti for s in sockets},
+                sockets,
                 limiter=self.limiter,
             )
         except Exception:
@@ -360,9 +370,17 @@ class Outbox:
 
 async def get_outbox() -> AsyncIterator[Outbox]:
     outbox = Outbox()
-    # The route runs during this `yield`. If it raises, the exception comes
-    # out of the `yield` and nothing below runs: no event for a failed change.
-    yield outbox
+    try:
+        # The route runs during this `yield`. If it raises, the exception
+        # comes out of the `yield`: no event for a failed change.
+        yield outbox
+    except Exception:
+        # But a re-check of tokens is always right, and one refusal needs it:
+        # a reused refresh token ends its session, then answers 400.
+        for envelope in outbox.envelopes:
+            if envelope.event is None:
+                await hub.publish(envelope)
+        raise
     for envelope in outbox.envelopes:
         await hub.publish(envelope)
 

@@ -16,7 +16,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 import admin
-import auth
 import conversations
 import db
 import demo
@@ -82,7 +81,11 @@ app = FastAPIOffline(
     exception_handlers=errors.HANDLERS,
     redirect_slashes=False,  # the contract has no trailing slashes: /users/ is 404
     openapi_tags=[
-        {"name": "auth", "description": "Log in and out: OAuth2 password flow, JWTs."},
+        {
+            "name": "auth",
+            "description": "Log in, refresh and log out: OAuth2 password and refresh grants.",
+        },
+        {"name": "sessions", "description": "Your logins (devices), to see and to end."},
         {"name": "users", "description": "Sign up, your profile and password, people."},
         {"name": "conversations", "description": "Direct messages, groups, channels."},
         {"name": "messages", "description": "Send, read, edit, delete and search."},
@@ -108,7 +111,7 @@ if settings.CORS_ORIGINS:
 # Outermost: on every answer, 413s and CORS preflight answers included.
 app.add_middleware(SecurityHeadersMiddleware)
 
-for module in (auth, sessions, users, conversations, messages, admin, operations, realtime):
+for module in (sessions, users, conversations, messages, admin, operations, realtime):
     app.include_router(module.router)
 
 

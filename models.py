@@ -169,15 +169,22 @@ class PasswordChange(SQLModel):
 
 class LoginForm(SQLModel):
     """POST /token's form: the OAuth2 password grant (RFC 6749 §4.3), which
-    Swagger UI's Authorize dialog sends."""
+    Swagger UI's Authorize dialog sends, or the refresh grant (§6)."""
 
-    grant_type: Literal["password"] | None = None
-    username: Text
-    password: Text = Field(schema_extra={"json_schema_extra": {"format": "password"}})
+    grant_type: Text = Field(
+        default="password", description="`password` (the default) or `refresh_token`"
+    )
+    username: Text = Field(default="", description="For the password grant")
+    password: Text = Field(
+        default="",
+        description="For the password grant",
+        schema_extra={"json_schema_extra": {"format": "password"}},
+    )
+    refresh_token: Text = Field(default="", description="For the refresh_token grant")
     scope: Text = Field(
         default="",
         description="The scopes to ask for, separated by spaces, e.g. `messages:read`; "
-        "empty for every scope your role allows",
+        "empty for every scope your role allows (or, refreshing, that the session has)",
     )
     client_id: Text | None = None
     client_secret: Text | None = Field(
@@ -196,6 +203,10 @@ class Token(SQLModel):
     token_type: str = "bearer"
     expires_in: int  # seconds
     scope: str  # the granted scopes, space-separated
+    # Exchanged at POST /token (grant_type=refresh_token) for a new pair; it
+    # works once, and expires after refresh_expires_in seconds unused.
+    refresh_token: str
+    refresh_expires_in: int
 
 
 class TokenPayload(SQLModel):
@@ -209,6 +220,43 @@ class TokenPayload(SQLModel):
     # The granted scopes, space-separated; None in tokens issued before
     # scopes existed (see auth.granted_scopes).
     scope: str | None = None
+    # The session (login) it belongs to; None in tokens issued before
+    # sessions existed, which work until they expire.
+    sid: int | None = None
+
+
+class AuthSession(SQLModel, table=True):
+    """One login: a browser or device, and the refresh tokens it goes on
+    with (migration 0007). Ending it ends every token it was given."""
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    user_id: int = Field(foreign_key="user.id", index=True, sa_type=ID)
+    scope: str  # what the login granted; a refresh may ask for less
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime = Field(default_factory=utcnow)  # the last login or refresh
+    client_ip: str = Field(max_length=64)
+    user_agent: str = Field(max_length=256)
+    ended_at: datetime | None = None  # logged out, ended, or its token reused
+
+
+class RefreshToken(SQLModel, table=True):
+    """Every refresh token a session was given, as a hash: the current one,
+    and those rotated since, so that a reused one is recognised."""
+
+    token_hash: str = Field(primary_key=True)  # SHA-256 of the token
+    session_id: int = Field(foreign_key="authsession.id", index=True, sa_type=ID)
+    used_at: datetime | None = None  # when it was exchanged for the next one
+
+
+class SessionPublic(SQLModel):
+    """A session as its user sees it (GET /sessions)."""
+
+    id: int
+    created_at: datetime
+    last_used_at: datetime
+    client_ip: str
+    user_agent: str
+    current: bool  # the session of the token that asked
 
 
 class RevokedToken(SQLModel, table=True):

@@ -101,6 +101,7 @@ async def handshake(websocket: WebSocket) -> LiveSocket | tuple[int, str]:
             websocket,
             UserPublic.model_validate(user),
             token.jti,
+            token.sid,
             token.ver,
             token.exp,
             can_write=Scope.write in scopes,
@@ -118,7 +119,7 @@ async def relay_typing(socket: LiveSocket, conversation_id: int) -> None:
     # same moment, see it and stay quiet.
     last_typing[user_id][conversation_id] = now
     members, revoked = await anyio.to_thread.run_sync(
-        recipients, [user_id], conversation_id, [socket.jti]
+        recipients, [user_id], conversation_id, [socket]
     )
     if user_id not in members:
         last_typing[user_id].pop(conversation_id, None)

@@ -12,6 +12,7 @@ from auth import (
     ClientIP,
     HashingSlot,
     Reader,
+    TokenPayloadDep,
     Writer,
     check_password_guesses,
     hash_password,
@@ -140,6 +141,7 @@ def change_password(
     _: HashingSlot,
     session: ReadSessionDep,
     user: Writer,
+    payload: TokenPayloadDep,
     ip: ClientIP,
     events: Events,
     body: Annotated[
@@ -157,8 +159,10 @@ def change_password(
         ),
     ],
 ) -> None:
-    """Change your password. Every token issued before, this one included, stops
-    working: log in again to get a new one.
+    """Change your password. Every access token issued before, this one
+    included, stops working, and every other session of yours ends (other
+    devices log in again). This session goes on: refresh its tokens with its
+    refresh token (POST /token, `grant_type=refresh_token`).
 
     A wrong `current_password` counts as a failed login for your username:
     after 10 within 5 minutes, this answers 429 until the window has passed."""
@@ -177,6 +181,7 @@ def change_password(
     with db.write_session() as writer:
         if not crud.set_password(writer, user, hashed_password):
             raise unauthorized()  # another change won the race and revoked this token
+        crud.end_sessions(writer, user, keep=payload.sid)
     events.check_tokens(user)  # close the sockets opened with the old tokens now
 
 

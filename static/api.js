@@ -1,10 +1,18 @@
 // The HTTP side of the API: the saved session and one fetch wrapper.
 //
-// The token lives in localStorage with its expiry, so a reload keeps you
-// signed in. It travels only in the Authorization header, never in a cookie
-// or a URL, so another site cannot make the browser use it.
+// A login gives two tokens. The access token goes with every request, in the
+// Authorization header (never a cookie or a URL, so another site cannot make
+// the browser use it), and lives minutes. The refresh token, exchanged at
+// POST /token for a new pair, keeps the session going. Both are kept in
+// localStorage, so a reload and every tab of this browser share the session
+// (docs/security.md says why there). A refresh token works once: were two
+// tabs to send the same one, the server would take it for a stolen copy and
+// end the session. So tabs refresh one at a time (Web Locks), and a tab that
+// finds the pair renewed by another uses it.
 
 const SESSION_KEY = "messageapp.session";
+const LOCK = "messageapp.refresh";
+const REFRESH_BEFORE_MS = 60_000; // refresh this long before expiry (or at 3/4 of a short life)
 
 export class ApiError extends Error {
   constructor(status, detail) {
@@ -31,6 +39,49 @@ export function loadSession() {
   }
 }
 
+// Times are kept absolute: expires_in counts from now.
+function saveSession(tokens) {
+  const now = Date.now();
+  const session = {
+    token: tokens.access_token,
+    expiresAt: now + tokens.expires_in * 1000,
+    lifetime: tokens.expires_in * 1000,
+    refreshToken: tokens.refresh_token,
+  };
+  localStorage.setItem(SESSION_KEY, JSON.stringify(session));
+  return session;
+}
+
+function expiresSoon(session) {
+  const margin = Math.min(REFRESH_BEFORE_MS, (session.lifetime ?? 0) / 4);
+  return session.expiresAt - Date.now() < margin;
+}
+
+// The session to send a request with, refreshed first if its access token
+// expires soon, or if `stale` (one the server refused) is still the saved
+// one. null: there is none, or it has ended (log in again).
+export async function freshSession(stale = null) {
+  const saved = loadSession();
+  if (!saved || (!expiresSoon(saved) && saved.token !== stale?.token)) return saved;
+  const refresh = async () => {
+    const current = loadSession(); // another tab may have renewed it meanwhile
+    if (!current || current.token !== saved.token) return current;
+    if (!current.refreshToken) return null; // saved before refresh tokens existed
+    const response = await fetch("/token", {
+      method: "POST",
+      body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: current.refreshToken }),
+    });
+    if (response.ok) return saveSession(await response.json());
+    if (response.status === 400 || response.status === 401) {
+      clearSession(); // ended, expired, or used twice: the session is over
+      return null;
+    }
+    throw new ApiError(response.status, "Cannot renew the session now"); // try again later
+  };
+  // Without Web Locks (plain HTTP on a LAN address), tabs may race: rare.
+  return navigator.locks ? navigator.locks.request(LOCK, refresh) : refresh();
+}
+
 export function clearSession() {
   localStorage.removeItem(SESSION_KEY);
 }
@@ -43,22 +94,29 @@ export function setUnauthorizedHandler(handler) {
 
 // Without a session only an `anonymous` request goes out (signing up): any
 // other would only be a 401, like those of a catch-up still running when the
-// user logged out.
+// user logged out. A 401 gets one refresh and one retry.
 export async function request(method, path, body, { anonymous = false } = {}) {
-  const headers = {};
-  const session = loadSession();
+  const send = (session) => {
+    const headers = {};
+    if (session) headers.Authorization = `Bearer ${session.token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    return fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  };
+  let session = await freshSession();
   if (!session && !anonymous) throw new ApiError(401, "You are not logged in");
-  if (session) headers.Authorization = `Bearer ${session.token}`;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  let response = await send(session);
+  if (response.status === 401 && session) {
+    session = await freshSession(session);
+    if (session) response = await send(session);
+  }
   if (response.status === 204) return null;
   const data = await response.json().catch(() => null);
   if (!response.ok) {
-    if (response.status === 401 && session) onUnauthorized();
+    if (response.status === 401 && !anonymous) onUnauthorized();
     throw new ApiError(response.status, data?.detail);
   }
   return data;
@@ -66,6 +124,7 @@ export async function request(method, path, body, { anonymous = false } = {}) {
 
 export const get = (path) => request("GET", path);
 export const post = (path, body) => request("POST", path, body);
+export const del = (path) => request("DELETE", path);
 
 // POST /token takes a form (the OAuth2 password flow), not JSON.
 export async function logIn(username, password) {
@@ -80,10 +139,7 @@ export async function logIn(username, password) {
     throw new ApiError(429, `Too many failed attempts; try again in ${wait ?? "a few"} seconds`);
   }
   if (!response.ok) throw new ApiError(response.status, data?.detail);
-  // Keep the expiry as an absolute time: expires_in counts from now.
-  const session = { token: data.access_token, expiresAt: Date.now() + data.expires_in * 1000 };
-  localStorage.setItem(SESSION_KEY, JSON.stringify(session));
-  return session;
+  return saveSession(data);
 }
 
 export async function signUp(username, password) {
@@ -91,10 +147,10 @@ export async function signUp(username, password) {
   return logIn(username, password);
 }
 
-// The server revokes the token (and closes the sockets opened with it). The
-// session is forgotten first, so nothing else sends the token meanwhile.
+// The server ends the session (its tokens, and the sockets opened with them).
+// The session is forgotten first, so nothing else sends the token meanwhile.
 export async function logOut() {
-  const session = loadSession();
+  const session = await freshSession().catch(() => loadSession());
   clearSession();
   if (!session) return;
   await fetch("/logout", {

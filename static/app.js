@@ -26,10 +26,9 @@ const state = {
   typing: new Map(), // conversation id -> Map user id -> {user, timer}
   readUpTo: new Map(), // conversation id -> highest message id we told the server we read
   typingSentAt: new Map(), // conversation id -> when our last `typing` frame went out
-  expiryTimer: null,
 };
 
-// ---- Session: log in, sign up, log out, expiry ----------------------------
+// ---- Session: log in, sign up, log out -------------------------------------
 
 function showLogin(message) {
   $("chat-view").hidden = true;
@@ -39,7 +38,7 @@ function showLogin(message) {
   $("login-username").focus();
 }
 
-async function startSession(session) {
+async function startSession() {
   try {
     state.me = await api.get("/users/me");
   } catch (error) {
@@ -51,19 +50,14 @@ async function startSession(session) {
     );
     return;
   }
-  // Leave when the token expires, rather than fail on the next click.
-  const left = Math.min(session.expiresAt - Date.now(), 2 ** 31 - 1);
-  state.expiryTimer = setTimeout(
-    () => endSession("Your session has expired. Please log in again."),
-    left,
-  );
   $("me").replaceChildren("Signed in as ", views.personName(state.me));
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
   await loadConversations();
   openFirstConversation();
   state.socket = new LiveSocket({
-    token: session.token,
+    getToken: () => api.loadSession()?.token,
+    renew: async (token) => Boolean(await api.freshSession({ token })),
     onEvent: handleEvent,
     onReady: catchUp,
     onUnauthorized: () => expired(),
@@ -74,7 +68,6 @@ async function startSession(session) {
 // Back to the login form, forgetting everything about the old session.
 function endSession(message) {
   state.socket?.close();
-  clearTimeout(state.expiryTimer);
   api.clearSession();
   Object.assign(state, { me: null, socket: null, view: null });
   readTimers.forEach(clearTimeout);
@@ -97,9 +90,9 @@ $("login-form").addEventListener("submit", async (event) => {
   const [username, password] = [form.username.value.trim(), form.password.value];
   $("login-message").textContent = signingUp ? "Signing up…" : "Logging in…";
   try {
-    const session = await (signingUp ? api.signUp : api.logIn)(username, password);
+    await (signingUp ? api.signUp : api.logIn)(username, password);
     $("login-message").textContent = "";
-    await startSession(session);
+    await startSession();
   } catch (error) {
     $("login-message").textContent =
       error.status === 409 ? "That username is taken. Pick another, or log in." : error.message;
@@ -755,6 +748,44 @@ $("search-results").addEventListener("click", (event) => {
   openConversation(id, { focus: true });
 });
 
+// ---- Settings: your sessions -------------------------------------------------
+
+async function loadSessions() {
+  const dialog = $("settings-dialog");
+  try {
+    const sessions = await api.get("/sessions");
+    $("session-list").replaceChildren(...sessions.map(views.sessionItem));
+    $("end-other-sessions").disabled = sessions.length < 2;
+  } catch (error) {
+    showError(dialog, error);
+  }
+}
+
+$("settings").addEventListener("click", () => {
+  openDialog("settings-dialog");
+  loadSessions();
+});
+
+$("session-list").addEventListener("click", async (event) => {
+  const id = event.target.closest("button")?.dataset.sessionId;
+  if (!id) return;
+  try {
+    await api.del(`/sessions/${id}`);
+  } catch (error) {
+    showError($("settings-dialog"), error);
+  }
+  await loadSessions();
+});
+
+$("end-other-sessions").addEventListener("click", async () => {
+  try {
+    await api.post("/sessions/end-others");
+  } catch (error) {
+    showError($("settings-dialog"), error);
+  }
+  await loadSessions();
+});
+
 // On a phone the sidebar and the conversation take turns on the screen.
 $("back").addEventListener("click", () => {
   document.body.classList.remove("chat-open");
@@ -763,9 +794,6 @@ $("back").addEventListener("click", () => {
 
 // ---- Start -----------------------------------------------------------------
 
-const saved = api.loadSession();
-if (!saved) showLogin("");
-else if (saved.expiresAt <= Date.now()) {
-  api.clearSession();
-  showLogin("Your session has expired. Please log in again.");
-} else startSession(saved);
+// A saved session whose access token has expired is refreshed on the way.
+if (api.loadSession()) startSession();
+else showLogin("");

@@ -190,3 +190,41 @@ export function searchResult(message, title) {
     ),
   );
 }
+
+// "Chrome on Linux", from a User-Agent; the string itself when it is no browser's.
+export function describeAgent(agent) {
+  // Most specific first: Edge's and Opera's strings name Chrome and Safari too.
+  const browser = ["Firefox", "Edg", "OPR", "Chrome", "Safari"].find((b) => agent.includes(`${b}/`));
+  const system = agent.match(/\b(Windows|Android|iPhone|iPad|Mac OS X|Linux)\b/)?.[1];
+  const names = { Edg: "Edge", OPR: "Opera", "Mac OS X": "macOS" };
+  if (!browser) return agent.slice(0, 60) || "An unknown client";
+  const name = names[browser] ?? browser;
+  return system ? `${name} on ${names[system] ?? system}` : name;
+}
+
+// One of your sessions, in the settings: what and where, and a way to end it.
+export function sessionItem(session) {
+  const what = describeAgent(session.user_agent);
+  const when = `last active ${formatTime(session.last_used_at)}`;
+  return el(
+    "li",
+    { className: "choice" },
+    el(
+      "span",
+      {},
+      what,
+      el("span", { className: "info" }, ` · ${session.client_ip} · ${when}`),
+      session.current && el("strong", {}, " · this browser"),
+    ),
+    !session.current &&
+      el(
+        "button",
+        {
+          type: "button",
+          dataset: { sessionId: session.id },
+          "aria-label": `Sign out ${what}, ${when}`,
+        },
+        "Sign out",
+      ),
+  );
+}

@@ -45,7 +45,7 @@ def test_login(client: TestClient) -> None:
     assert body["expires_in"] == settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60
     claims = _claims(body["access_token"])
     # Only identifiers and times: a JWT is readable by anyone who holds it.
-    assert set(claims) == {"sub", "exp", "iat", "jti", "ver", "scope"}
+    assert set(claims) == {"sub", "exp", "iat", "jti", "ver", "scope", "sid"}
     assert body["scope"] == claims["scope"] == "messages:read messages:write"
     assert claims["sub"] == str(user["id"])
     assert claims["exp"] - claims["iat"] == settings.ACCESS_TOKEN_EXPIRE_MINUTES * 60

@@ -333,9 +333,10 @@ def test_revoked_token_sends_the_page_back_to_login(
     expect(page.get_by_role("button", name="Log in")).to_be_visible()
 
 
-def test_expired_token_on_reload_asks_to_log_in(pages: Pages, names: Callable[[str], str]) -> None:
+def test_expired_token_on_reload_is_refreshed(pages: Pages, names: Callable[[str], str]) -> None:
     page = pages.open()
     sign_up(page, names("alice"))
+    old = token_of(page)
     page.evaluate(
         """() => {
           const session = JSON.parse(localStorage.getItem("messageapp.session"));
@@ -344,7 +345,83 @@ def test_expired_token_on_reload_asks_to_log_in(pages: Pages, names: Callable[[s
         }"""
     )
     page.reload()
-    expect(page.get_by_role("alert")).to_have_text("Your session has expired. Please log in again.")
+    expect(page.get_by_text(f"Signed in as {names('alice')}")).to_be_visible()
+    assert token_of(page) != old  # refreshed with the refresh token, no password
+
+
+def test_ended_session_on_reload_asks_to_log_in(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    page = pages.open()
+    sign_up(page, names("alice"))
+    headers = {"Authorization": f"Bearer {token_of(page)}"}
+    context = page.context
+    page.close()  # the session is ended elsewhere while no page is open
+    assert httpx.post(f"{web.url}/logout", headers=headers).status_code == 204
+    page = context.new_page()  # its 401s are expected: no console check here
+    page.goto(web.url)
+    expect(page.get_by_role("alert")).to_have_text(
+        "Your session has expired or was revoked. Please log in again."
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_expiry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose access tokens expire after 3 seconds."""
+    server = Server(tmp_path_factory.mktemp("quick") / "data", ACCESS_TOKEN_EXPIRE_MINUTES="0.05")
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_two_tabs_stay_signed_in_across_token_expiries(
+    browser: Browser, quick_expiry: Server, names: Callable[[str], str]
+) -> None:
+    """Both tabs share the session and refresh it one at a time: no refresh
+    token is sent twice (which would end the session), and both keep
+    chatting, live, across several expiries of the access token."""
+    pages = Pages(browser, quick_expiry)
+    first = pages.open()
+    sign_up(first, names("alice"))
+    second = first.context.new_page()  # the same browser: the same localStorage
+    second.on("console", pages._console)
+    second.on("pageerror", lambda error: pages.problems.append(f"uncaught: {error}"))
+    second.goto(quick_expiry.url)
+    expect(second.get_by_text(f"Signed in as {names('alice')}")).to_be_visible()
+    tokens = {token_of(first)}
+    for round_ in range(3):
+        first.wait_for_timeout(4000)  # the access token has expired meanwhile
+        send(first, f"from the first tab, round {round_}")
+        expect(message(second, f"from the first tab, round {round_}")).to_be_visible()
+        send(second, f"from the second tab, round {round_}")
+        expect(message(first, f"from the second tab, round {round_}")).to_be_visible()
+        tokens.add(token_of(first))
+    assert len(tokens) >= 3  # refreshed, more than once
+    assert token_of(first) == token_of(second)  # one session, shared
+    headers = {"Authorization": f"Bearer {token_of(first)}"}
+    sessions = httpx.get(f"{quick_expiry.url}/sessions", headers=headers)
+    assert sessions.status_code == 200
+    assert len(sessions.json()) == 1
+    assert "Refresh token reused" not in quick_expiry.log.read_text()
+    assert pages.close() == []
+
+
+def test_settings_list_sessions_and_sign_out_another(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    phone = pages.open(PHONE)
+    sign_up(phone, names("alice"))
+    laptop = open_as(pages, web, names("alice"))
+    laptop.get_by_role("button", name="Settings").click()
+    sessions = laptop.get_by_role("list", name="Your sessions").get_by_role("listitem")
+    expect(sessions).to_have_count(2)
+    expect(sessions.first).to_contain_text("Chrome on Linux")
+    expect(sessions.first).to_contain_text("this browser")
+    pages.expected.append("status of 401")  # the phone's request in flight, if any
+    laptop.get_by_role("button", name=re.compile("^Sign out Chrome")).click()
+    expect(sessions).to_have_count(1)
+    expect(phone.get_by_role("button", name="Log in")).to_be_visible()  # at once, live
+    expect(laptop.get_by_role("button", name="Sign out all other sessions")).to_be_disabled()
 
 
 def test_wrong_password_and_taken_username_are_explained(
