@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from config import settings
 from db import GENERAL_CHANNEL, fold
@@ -147,27 +148,30 @@ def activate_user(session: Session, user: User) -> None:
 # --- Login limiting and token revocation -----------------------------------
 
 
-def _retry_after(recent: Sequence[datetime], limit: int, window_start: datetime) -> int | None:
-    """Seconds until the oldest of `limit` recent events (newest first) leaves
-    the window, or None if there are fewer than `limit`."""
-    if len(recent) < limit:
+def _retry_after(
+    session: Session, newest_first: SelectOfScalar[datetime], limit: int, window_start: datetime
+) -> int | None:
+    """Seconds until the `limit`-th newest of these times (a query of them
+    within the window, newest first) leaves the window; None if there are
+    fewer than `limit`. The database skips to that one: no other row is read."""
+    nth = session.exec(newest_first.offset(limit - 1).limit(1)).first()
+    if nth is None:
         return None
-    return max(1, math.ceil((recent[limit - 1] - window_start).total_seconds()))
+    return max(1, math.ceil((nth - window_start).total_seconds()))
 
 
 def login_retry_after(session: Session, username_key: str, now: datetime) -> int | None:
     """Seconds until `username_key` may try to log in again, or None if it may now."""
     window_start = now - timedelta(seconds=settings.LOGIN_FAILURE_WINDOW_SECONDS)
-    recent = session.exec(
+    recent = (
         select(LoginFailure.failed_at)
         .where(
             LoginFailure.username_key == username_key,
             LoginFailure.failed_at > window_start,
         )
         .order_by(col(LoginFailure.failed_at).desc())
-        .limit(settings.LOGIN_MAX_FAILURES)
-    ).all()
-    return _retry_after(recent, settings.LOGIN_MAX_FAILURES, window_start)
+    )
+    return _retry_after(session, recent, settings.LOGIN_MAX_FAILURES, window_start)
 
 
 def record_login_failure(session: Session, username_key: str, now: datetime) -> None:
@@ -187,7 +191,7 @@ def attempt_retry_after(
 ) -> int | None:
     """Seconds until `client_ip` may make another attempt of this `kind`, or None."""
     window_start = now - timedelta(seconds=window)
-    recent = session.exec(
+    recent = (
         select(ClientAttempt.at)
         .where(
             ClientAttempt.kind == kind,
@@ -195,9 +199,8 @@ def attempt_retry_after(
             ClientAttempt.at > window_start,
         )
         .order_by(col(ClientAttempt.at).desc())
-        .limit(limit)
-    ).all()
-    return _retry_after(recent, limit, window_start)
+    )
+    return _retry_after(session, recent, limit, window_start)
 
 
 def record_attempt(session: Session, kind: str, client_ip: str, now: datetime, window: int) -> None:
@@ -595,16 +598,14 @@ def get_message_by_client_id(
 
 def send_retry_after(session: Session, author: User, now: datetime) -> int | None:
     """Seconds until `author` may send again under SEND_MAX_PER_MINUTE, or None
-    if they may now. Reads at most that many rows, through an index."""
-    limit = settings.SEND_MAX_PER_MINUTE
+    if they may now. Through an index, it steps over at most that many entries."""
     window_start = now - timedelta(minutes=1)
-    recent = session.exec(
+    recent = (
         select(Message.created_at)
         .where(Message.author_id == author.id, col(Message.created_at) > window_start)
         .order_by(col(Message.created_at).desc())
-        .limit(limit)
-    ).all()
-    return _retry_after(recent, limit, window_start)
+    )
+    return _retry_after(session, recent, settings.SEND_MAX_PER_MINUTE, window_start)
 
 
 def create_message(
