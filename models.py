@@ -191,6 +191,16 @@ class LoginForm(SQLModel):
         default=None, schema_extra={"json_schema_extra": {"format": "password"}}
     )
 
+    @model_validator(mode="after")
+    def check_grant(self) -> Self:
+        # Each grant needs its own fields (any other grant_type is refused by
+        # the route, with OAuth2's unsupported_grant_type).
+        if self.grant_type == "password" and not (self.username and self.password):
+            raise ValueError("the password grant needs a username and a password")
+        if self.grant_type == "refresh_token" and not self.refresh_token:
+            raise ValueError("the refresh_token grant needs a refresh_token")
+        return self
+
     @property
     def scopes(self) -> list[str]:
         # RFC 6749 §3.3: scopes are separated by U+0020 only. A tab or an em

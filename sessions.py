@@ -127,7 +127,7 @@ def login(
     """
     response.headers.update(NO_STORE)
     if form.grant_type == "refresh_token":
-        return refresh(session, form, ip, agent, events)
+        return refresh(form, ip, agent, events)
     if form.grant_type != "password":
         raise TokenError(
             status.HTTP_400_BAD_REQUEST,
@@ -158,38 +158,39 @@ def login(
     return issue_tokens(user, scopes, auth_session, refresh_token)
 
 
-def refresh(session: Session, form: LoginForm, ip: str, agent: str, events: Events) -> Token:
-    """The refresh grant (RFC 6749 §6): a new pair for a refresh token."""
-    found = crud.find_refresh_token(session, form.refresh_token)
-    session.commit()  # the writes below go in short sessions of their own
-    if found is None:
-        raise invalid_grant("Unknown refresh token; log in again")
-    token, auth_session, user = found
-    if auth_session.ended_at is not None or not user.active:
-        raise invalid_grant("This session has ended; log in again")
-    if crud.session_expires_at(auth_session) <= utcnow():
-        end_session(user, auth_session.id, events)
-        raise invalid_grant("This session has expired; log in again")
-    granted = [s for s in auth_session.scope.split() if s in ROLE_SCOPES[user.role]]
-    if not set(form.scopes) <= set(granted):  # a refresh may narrow, never widen
-        missing = " ".join(s for s in form.scopes if s not in granted)
-        raise TokenError(
-            status.HTTP_400_BAD_REQUEST, "invalid_scope", f"This session may not have: {missing}"
-        )
-    scopes = [Scope(s) for s in granted if not form.scopes or s in form.scopes]
+def refresh(form: LoginForm, ip: str, agent: str, events: Events) -> Token:
+    """The refresh grant (RFC 6749 §6): a new pair for a refresh token. All
+    of it in one short write: no hash is involved, and racing refreshes of
+    one token take turns."""
     with db.write_session() as writer:
+        found = crud.find_refresh_token(writer, form.refresh_token)
+        if found is None:
+            raise invalid_grant("Unknown refresh token; log in again")
+        token, auth_session, user = found
+        if auth_session.ended_at is not None or not user.active:
+            raise invalid_grant("This session has ended; log in again")
+        if crud.session_expires_at(auth_session) <= utcnow():
+            end_session(writer, user, auth_session, events)
+            raise invalid_grant("This session has expired; log in again")
+        granted = [s for s in auth_session.scope.split() if s in ROLE_SCOPES[user.role]]
+        if not set(form.scopes) <= set(granted):  # a refresh may narrow, never widen
+            missing = " ".join(s for s in form.scopes if s not in granted)
+            raise TokenError(
+                status.HTTP_400_BAD_REQUEST,
+                "invalid_scope",
+                f"This session may not have: {missing}",
+            )
+        scopes = [Scope(s) for s in granted if not form.scopes or s in form.scopes]
         new_token = None
         if token.used_at is None:
             new_token = crud.rotate_refresh_token(writer, token, auth_session, ip, agent)
-    if new_token is None:
-        # Exchanged before: the client and someone else both hold it (or two
-        # tabs raced). Either way nobody can tell which one is the thief.
-        logger.warning(
-            "Refresh token reused: ending session %s of user %s", auth_session.id, user.id
-        )
-        end_session(user, auth_session.id, events)
-        raise invalid_grant("This refresh token was used already; the session has ended")
-    return issue_tokens(user, scopes, auth_session, new_token)
+        if new_token is None:
+            # Exchanged before: the client and someone else both hold it (or
+            # two tabs raced). Nobody can tell which one is the thief.
+            logger.warning("Refresh token reused: session %s ended", auth_session.id)
+            end_session(writer, user, auth_session, events)
+            raise invalid_grant("This refresh token was used already; the session has ended")
+        return issue_tokens(user, scopes, auth_session, new_token)
 
 
 def issue_tokens(
@@ -205,9 +206,8 @@ def issue_tokens(
     )
 
 
-def end_session(user: User, session_id: int | None, events: Events) -> None:
-    with db.write_session() as writer:
-        crud.end_sessions(writer, user, only=session_id)
+def end_session(writer: Session, user: User, auth_session: AuthSession, events: Events) -> None:
+    crud.end_sessions(writer, user, only=auth_session.id)
     events.check_tokens(user)  # its sockets close at once
 
 

@@ -3,12 +3,13 @@
 // A login gives two tokens. The access token goes with every request, in the
 // Authorization header (never a cookie or a URL, so another site cannot make
 // the browser use it), and lives minutes. The refresh token, exchanged at
-// POST /token for a new pair, keeps the session going. Both are kept in
-// localStorage, so a reload and every tab of this browser share the session
-// (docs/security.md says why there). A refresh token works once: were two
-// tabs to send the same one, the server would take it for a stolen copy and
-// end the session. So tabs refresh one at a time (Web Locks), and a tab that
-// finds the pair renewed by another uses it.
+// POST /token for a new pair, keeps the session going. A reload and every tab
+// of this browser share the session (docs/security.md says where it is kept,
+// and why). A refresh token works once: were two tabs to send the same one,
+// the server would take it for a stolen copy and end the session. So tabs
+// refresh one at a time (Web Locks), and a tab that finds the pair renewed by
+// another uses it. That check reads IndexedDB: localStorage, quicker to read,
+// may show one tab's write to another only a moment later.
 
 const SESSION_KEY = "messageapp.session";
 const LOCK = "messageapp.refresh";
@@ -30,6 +31,7 @@ function describe(detail) {
   return "";
 }
 
+// This tab's copy, read at once (localStorage).
 export function loadSession() {
   try {
     const session = JSON.parse(localStorage.getItem(SESSION_KEY));
@@ -39,8 +41,30 @@ export function loadSession() {
   }
 }
 
+// The copy every tab agrees on (IndexedDB): a readwrite transaction one tab
+// has completed is what the next one to read sees.
+const store = new Promise((resolve, reject) => {
+  const opening = indexedDB.open("messageapp", 1);
+  opening.onupgradeneeded = () => opening.result.createObjectStore("kv");
+  opening.onsuccess = () => resolve(opening.result);
+  opening.onerror = () => reject(opening.error);
+});
+
+async function kept(value) {
+  const db = await store;
+  return new Promise((resolve, reject) => {
+    const tx = db.transaction("kv", value === undefined ? "readonly" : "readwrite");
+    const kv = tx.objectStore("kv");
+    const reading = value === undefined ? kv.get(SESSION_KEY) : null;
+    if (value === null) kv.delete(SESSION_KEY);
+    else if (value !== undefined) kv.put(value, SESSION_KEY);
+    tx.oncomplete = () => resolve(reading?.result ?? null);
+    tx.onerror = () => reject(tx.error);
+  });
+}
+
 // Times are kept absolute: expires_in counts from now.
-function saveSession(tokens) {
+async function saveSession(tokens) {
   const now = Date.now();
   const session = {
     token: tokens.access_token,
@@ -48,6 +72,7 @@ function saveSession(tokens) {
     lifetime: tokens.expires_in * 1000,
     refreshToken: tokens.refresh_token,
   };
+  await kept(session);
   localStorage.setItem(SESSION_KEY, JSON.stringify(session));
   return session;
 }
@@ -64,7 +89,11 @@ export async function freshSession(stale = null) {
   const saved = loadSession();
   if (!saved || (!expiresSoon(saved) && saved.token !== stale?.token)) return saved;
   const refresh = async () => {
-    const current = loadSession(); // another tab may have renewed it meanwhile
+    const current = await kept(); // another tab may have renewed it meanwhile
+    if (current?.token !== loadSession()?.token) {
+      if (current) localStorage.setItem(SESSION_KEY, JSON.stringify(current));
+      else localStorage.removeItem(SESSION_KEY);
+    }
     if (!current || current.token !== saved.token) return current;
     if (!current.refreshToken) return null; // saved before refresh tokens existed
     const response = await fetch("/token", {
@@ -84,6 +113,7 @@ export async function freshSession(stale = null) {
 
 export function clearSession() {
   localStorage.removeItem(SESSION_KEY);
+  kept(null).catch(() => {}); // the other tabs find it gone when they next refresh
 }
 
 // Called with the session when the server says the token is no good (401).

@@ -7,6 +7,7 @@ import statistics
 import sys
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -290,12 +291,17 @@ def test_logout_unauthenticated(client: TestClient) -> None:
 
 
 def test_logout_drops_expired_denylist_rows(client: TestClient, engine: Engine) -> None:
-    headers = new_user(client, "alice")
-    client.post("/logout", headers=headers)
+    """Tokens from before sessions are logged out by their jti."""
+    user = signup(client, "alice")
+
+    def old_token() -> dict[str, str]:
+        return bearer(_sign({**_good_claims(user["id"]), "jti": uuid.uuid4().hex}))
+
+    client.post("/logout", headers=old_token())
     past = datetime.now(UTC) - timedelta(hours=2)
     with engine.begin() as connection:
         connection.execute(text("UPDATE revokedtoken SET expires_at = :t"), {"t": past})
-    client.post("/logout", headers=bearer(login(client, "alice")))
+    client.post("/logout", headers=old_token())
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM revokedtoken")).scalar() == 1
 

@@ -158,6 +158,35 @@ def test_logout_through_one_process_is_honoured_by_the_other(
 
 
 @needs_redis
+def test_ending_a_session_through_one_process_is_honoured_by_the_other(
+    two_servers: tuple[Server, Server],
+) -> None:
+    """Sessions live in the database: a session ended through one process is
+    ended in the other at once, its socket there included; a refresh token
+    rotated through one is a reuse through the other."""
+    one, two = two_servers
+    one.user("alice")
+    form = {"username": "alice", "password": PASSWORD}
+    phone = httpx.post(f"{one.url}/token", data=form).json()
+    laptop = httpx.post(f"{two.url}/token", data=form).json()
+    phone_auth = {"Authorization": f"Bearer {phone['access_token']}"}
+    laptop_auth = {"Authorization": f"Bearer {laptop['access_token']}"}
+    sessions = httpx.get(f"{two.url}/sessions", headers=laptop_auth).json()
+    phone_session = next(s["id"] for s in sessions if not s["current"])
+    with open_socket(one, phone_auth) as ws:
+        ended = httpx.delete(f"{two.url}/sessions/{phone_session}", headers=laptop_auth)
+        assert ended.status_code == 204
+        assert close_code(ws) == 4401  # the socket on the other process
+    assert httpx.get(f"{one.url}/users/me", headers=phone_auth).status_code == 401
+    refresh = {"grant_type": "refresh_token", "refresh_token": laptop["refresh_token"]}
+    assert httpx.post(f"{one.url}/token", data=refresh).status_code == 200
+    reused = httpx.post(f"{two.url}/token", data=refresh)
+    assert reused.status_code == 400
+    assert reused.json()["error"] == "invalid_grant"
+    assert httpx.get(f"{one.url}/users/me", headers=laptop_auth).status_code == 401
+
+
+@needs_redis
 def test_login_limit_is_shared_by_the_processes(two_servers: tuple[Server, Server]) -> None:
     one, two = two_servers
     one.user("alice")

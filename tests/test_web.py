@@ -321,9 +321,10 @@ def test_revoked_token_sends_the_page_back_to_login(
     page = pages.open()
     sign_up(page, names("alice"))
     expect(page.locator("#connection")).to_have_text("")
-    # A request the page has in flight when the token dies gets a 401, which
-    # Chromium logs as a console error: the page handles it as this test wants.
-    pages.expected.append("status of 401")
+    # A request the page has in flight when the token dies gets a 401, and
+    # its refresh a 400 (the session has ended), which Chromium logs as
+    # console errors: the page handles them as this test wants.
+    pages.expected += ["status of 401", "status of 400"]
     # Logged out elsewhere: the server closes this page's socket (4401).
     headers = {"Authorization": f"Bearer {token_of(page)}"}
     assert httpx.post(f"{web.url}/logout", headers=headers).status_code == 204
@@ -417,7 +418,8 @@ def test_settings_list_sessions_and_sign_out_another(
     expect(sessions).to_have_count(2)
     expect(sessions.first).to_contain_text("Chrome on Linux")
     expect(sessions.first).to_contain_text("this browser")
-    pages.expected.append("status of 401")  # the phone's request in flight, if any
+    # The phone's request in flight, if any, and its refresh of an ended session.
+    pages.expected += ["status of 401", "status of 400"]
     laptop.get_by_role("button", name=re.compile("^Sign out Chrome")).click()
     expect(sessions).to_have_count(1)
     expect(phone.get_by_role("button", name="Log in")).to_be_visible()  # at once, live
