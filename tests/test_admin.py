@@ -14,6 +14,7 @@ from tests.helpers import (
     WRONG_CREDENTIALS,
     Headers,
     assert_closed,
+    bearer,
     create_conversation,
     live,
     login,
@@ -364,5 +365,7 @@ def test_start_adds_the_active_column_to_an_older_database(
         command.downgrade(db.alembic_config(connection), "0003")
     db.init_db(engine)  # what the next start does: migration 0004
     assert login(client, "alice")
+    # The downgrade dropped the sessions table too (0007): root logs in again.
+    root = bearer(login(client, "root"))
     users = client.get("/admin/users", headers=root).json()
     assert [u["active"] for u in users] == [True, True]
