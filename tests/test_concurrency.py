@@ -10,7 +10,7 @@ import httpx2 as httpx
 import pytest
 from fastapi.testclient import TestClient
 
-import auth
+import sessions
 import users
 from tests.helpers import PASSWORD, Headers, create_conversation, general_id, history, new_user
 
@@ -120,7 +120,7 @@ def log_bob_in(client: TestClient, _: Headers) -> Any:
 @pytest.mark.parametrize(
     ("hashing_route", "module", "function", "status"),
     [
-        (log_bob_in, auth, "verify_password", 200),
+        (log_bob_in, sessions, "verify_password", 200),
         (sign_up_carol, users, "hash_password", 201),
         (change_bobs_password, users, "verify_password", 204),
     ],

@@ -92,7 +92,13 @@ def setting(client: TestClient) -> tuple[Headers, dict[str, Any]]:
     new_user(client, "carol")
     group = create_conversation(client, alice, kind="group", title="team", members=["bob"])
     message = send(client, alice, group["id"], "hello")
-    values = {"conversation_id": group["id"], "message_id": message["id"], "username": "bob"}
+    session_id = client.get("/sessions", headers=alice).json()[0]["id"]
+    values = {
+        "conversation_id": group["id"],
+        "message_id": message["id"],
+        "username": "bob",
+        "session_id": session_id,
+    }
     return alice, values
 
 
@@ -120,6 +126,9 @@ CONTRACT_ROUTES = {
     ("POST", "/users"),
     ("POST", "/token"),
     ("POST", "/logout"),
+    ("GET", "/sessions"),
+    ("DELETE", "/sessions/{session_id}"),
+    ("POST", "/sessions/end-others"),
     ("GET", "/users/me"),
     ("PATCH", "/users/me"),
     ("PUT", "/users/me/password"),
@@ -151,7 +160,7 @@ CONTRACT_ROUTES = {
 def test_route_table_is_the_contracts() -> None:
     """The routes the tests below walk are the contract's, no more, no less."""
     assert set(ROUTES) == CONTRACT_ROUTES
-    assert len(READS) == 10 and len(WRITES) == 10 and len(ADMIN_ROUTES) == 4
+    assert len(READS) == 11 and len(WRITES) == 12 and len(ADMIN_ROUTES) == 4
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(set(ROUTES) - PUBLIC))
@@ -260,7 +269,11 @@ def test_read_only_token_reads_what_a_full_token_reads(
     limited = call(client, read_only, method, path, values)
     assert full.status_code == 200, full.text
     assert limited.status_code == 200
-    assert limited.json() == full.json()
+    full_json, limited_json = full.json(), limited.json()
+    if path == "/sessions":  # the same sessions, each token in its own
+        assert [s.pop("current") for s in limited_json] == [True, False]
+        assert [s.pop("current") for s in full_json] == [False, True]
+    assert limited_json == full_json
 
 
 @pytest.mark.parametrize(("method", "path"), WRITES + ADMIN_ROUTES)
