@@ -34,10 +34,10 @@ def test_token_carries_no_secret_data(client: TestClient) -> None:
     assert b64_json(header) == {"alg": "HS256", "typ": "JWT"}
     claims = b64_json(payload)
     # Ids, times, a version number and the scopes: anyone holding the token can read them.
-    assert set(claims) == {"sub", "iat", "exp", "jti", "ver", "scope"}
+    assert set(claims) == {"sub", "iat", "exp", "jti", "ver", "scope", "sid"}
     assert claims["scope"] == "messages:read messages:write"
     assert claims["sub"] == str(user["id"])
-    assert all(isinstance(claims[c], int) for c in ("iat", "exp", "ver"))
+    assert all(isinstance(claims[c], int) for c in ("iat", "exp", "ver", "sid"))
     assert re.fullmatch(r"[0-9a-f]{32}", claims["jti"])
     for secret in (PASSWORD, "alice", settings.SECRET_KEY, "argon2"):
         assert secret not in json.dumps(claims)
