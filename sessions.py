@@ -247,8 +247,10 @@ def read_sessions(
     ]
 
 
+# `:int`: /sessions/end-others is no session id, so DELETE there is a 405
+# (the path has only POST), not a 422 from this route.
 @router.delete(
-    "/sessions/{session_id}",
+    "/sessions/{session_id:int}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="End a session",
     tags=["sessions"],

@@ -39,7 +39,14 @@ CONFIG = schemathesis.Config.from_dict(
 )
 
 calls: Counter[str] = Counter()
-REVOKING = {("POST", "/logout"), ("PUT", "/users/me/password")}
+# Operations that end the token's session (or, for a password change, the
+# others'): they act as a user of their own, not the shared fuzzer.
+REVOKING = {
+    ("POST", "/logout"),
+    ("PUT", "/users/me/password"),
+    ("DELETE", "/sessions/{session_id}"),
+    ("POST", "/sessions/end-others"),
+}
 
 
 @pytest.fixture(scope="module")

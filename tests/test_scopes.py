@@ -5,6 +5,7 @@ later is checked too: it fails here until it is listed in CONTRACT_ROUTES
 and declares its scope.
 """
 
+import re
 import time
 from typing import Any
 
@@ -42,7 +43,8 @@ READ, WRITE, ADMIN = "messages:read", "messages:write", "admin"
 # them, with the prefixes applied, as FastAPI's own OpenAPI generator does.
 # (Swagger UI's and ReDoc's pages are left out of the schema, and out of here.)
 ROUTES: list[tuple[str, str]] = sorted(
-    (method, str(context.path))
+    # As OpenAPI names them: without Starlette's convertors ({session_id:int}).
+    (method, re.sub(r":\w+}", "}", str(context.path)))
     for context in iter_route_contexts(app.routes)
     if isinstance(context.original_route, APIRoute) and context.original_route.include_in_schema
     for method in context.methods or ()
