@@ -45,6 +45,7 @@ from sqlalchemy import Connection, Engine, event, func, inspect, make_url, updat
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine, select
 
+import metrics
 from config import settings
 from models import Conversation, ConversationKind, Role, User
 
@@ -179,6 +180,7 @@ def create_db_engine(url: str) -> Engine:
 engine = create_db_engine(settings.DATABASE_URL)
 
 
+
 def writing(bind: Engine) -> Engine:
     """`bind`, beginning its transactions with SQLite's write lock taken
     (PostgreSQL ignores it: it locks the rows a transaction writes)."""
@@ -245,13 +247,17 @@ def unavailable(why: str) -> OperationalError:
     return OperationalError(why, None, sqlite3.OperationalError(why))
 
 
-async def _take(semaphore: anyio.Semaphore) -> None:
-    """Wait for a turn; one not had within SQLITE_BUSY_TIMEOUT_SECONDS is a 503."""
+async def _take(semaphore: anyio.Semaphore, turn: metrics.Turn) -> None:
+    """Wait for a turn; one not had within SQLITE_BUSY_TIMEOUT_SECONDS is a 503.
+    How long each wait took goes to metrics, by turn."""
+    started = time.perf_counter()
     try:
         with anyio.fail_after(settings.SQLITE_BUSY_TIMEOUT_SECONDS):
             await semaphore.acquire()
     except TimeoutError:
         raise locked("waited in this process") from None
+    finally:
+        metrics.DB_WAITS[turn].observe(time.perf_counter() - started)
 
 
 async def get_read_session() -> AsyncIterator[Session]:
@@ -263,7 +269,7 @@ async def get_read_session() -> AsyncIterator[Session]:
     cost two hops to a worker thread and back, in and out.
     """
     turns = _started()
-    await _take(turns.connections)
+    await _take(turns.connections, "connection")
     session = read_session()
     try:
         yield session  # the route runs while this waits here
@@ -297,7 +303,7 @@ async def get_session(request: Request, session: ReadSessionDep) -> AsyncIterato
         yield session
         return
     turns = _started()
-    await _take(turns.writer)
+    await _take(turns.writer, "writer")
     try:
         # Whatever was read so far ends here; the next transaction holds
         # SQLite's write lock from its first statement (see on_begin).

@@ -22,7 +22,9 @@ import db
 import demo
 import errors
 import hub
+import logs
 import messages
+import metrics
 import operations
 import realtime
 import sessions
@@ -32,7 +34,7 @@ from middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 
 STATIC_DIR = Path(__file__).parent / "static"
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+logs.setup_logging()  # text or JSON (LOG_FORMAT), uvicorn's lines included
 logger = logging.getLogger("messageapp")
 
 
@@ -103,13 +105,19 @@ if settings.CORS_ORIGINS:
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,
         allow_methods=["*"],
-        allow_headers=["Authorization", "Content-Type"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID"],
     )
-# Outermost: on every answer, 413s and CORS preflight answers included.
+# On every answer, 413s and CORS preflight answers included.
 app.add_middleware(SecurityHeadersMiddleware)
+if settings.METRICS_TOKEN:  # nothing is measured per request unless someone may read it
+    app.add_middleware(metrics.MetricsMiddleware)
+# Outermost: the request id is on every answer and every line logged meanwhile.
+app.add_middleware(logs.RequestLogMiddleware)
 
 for module in (auth, sessions, users, conversations, messages, admin, operations, realtime):
     app.include_router(module.router)
+app.include_router(metrics.router)
 
 
 def openapi() -> dict[str, Any]:
