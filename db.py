@@ -28,7 +28,9 @@ Readers never wait for a writer (WAL). The rest of the code knows none of
 this: a route takes `SessionDep` to write, `ReadSessionDep` to only read.
 """
 
+import fcntl
 import logging
+import os
 import sqlite3
 import time
 import unicodedata
@@ -179,6 +181,66 @@ def create_db_engine(url: str) -> Engine:
 
 engine = create_db_engine(settings.DATABASE_URL)
 
+
+# --- Who is using the SQLite file ----------------------------------------------
+
+
+def sqlite_file(bind: Engine) -> Path | None:
+    """The SQLite database's file; None on PostgreSQL (or SQLite in memory)."""
+    database = bind.url.database
+    if not is_sqlite(bind) or not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+@contextmanager
+def _lock_file(database: Path) -> Iterator[int]:
+    fd = os.open(database.with_name(f"{database.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        yield fd
+    finally:
+        os.close(fd)  # and with it the lock
+
+
+@contextmanager
+def in_use(bind: Engine) -> Iterator[None]:
+    """Mark the SQLite file as in use for as long as the block runs: each
+    server process does while it runs (main.py's lifespan), and `manage
+    backup` while it copies. `manage restore` needs the file to itself (`alone`).
+
+    The mark is a shared lock (flock) on a file beside the database. The
+    kernel drops a process's locks when it ends, however it ends (SIGKILL
+    included), so no stale mark is ever left to clean up. PostgreSQL needs
+    none: it is restored with its own tools.
+    """
+    database = sqlite_file(bind)
+    if database is None:
+        yield
+        return
+    with _lock_file(database) as fd:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"{database} is being restored (python -m manage restore): "
+                "start again once that has finished"
+            ) from None
+        yield
+
+
+@contextmanager
+def alone(bind: Engine) -> Iterator[bool]:
+    """Whether nothing else is using the SQLite file (see `in_use`); if so, it
+    stays that way until the block ends: a server starting meanwhile refuses."""
+    database = sqlite_file(bind)
+    assert database is not None, "only SQLite files are restored this way"
+    with _lock_file(database) as fd:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def writing(bind: Engine) -> Engine:

@@ -41,20 +41,22 @@ logger = logging.getLogger("messageapp")
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Before `yield`: start-up, before the first request; after it: shutdown.
-    db.init_db(db.engine)
-    if settings.DEMO_DATA:
-        demo.seed_demo_data(db.engine)
-    logger.info("Database ready: %s", db.engine.url.render_as_string(hide_password=True))
-    # What exists by now (modules, the app, the models' machinery) lives as
-    # long as the process: frozen, a full garbage collection skips it, rather
-    # than walk it all in the middle of a request.
-    gc.collect()
-    gc.freeze()
-    # Requests are served, and live events flow, while the app runs.
-    async with db.serving(), hub.hub.running():
-        yield
-    gc.unfreeze()
-    db.engine.dispose()
+    # The database is marked in use until the end: `manage restore` refuses meanwhile.
+    with db.in_use(db.engine):
+        db.init_db(db.engine)
+        if settings.DEMO_DATA:
+            demo.seed_demo_data(db.engine)
+        logger.info("Database ready: %s", db.engine.url.render_as_string(hide_password=True))
+        # What exists by now (modules, the app, the models' machinery) lives as
+        # long as the process: frozen, a full garbage collection skips it, rather
+        # than walk it all in the middle of a request.
+        gc.collect()
+        gc.freeze()
+        # Requests are served, and live events flow, while the app runs.
+        async with db.serving(), hub.hub.running():
+            yield
+        gc.unfreeze()
+        db.engine.dispose()
 
 
 DESCRIPTION = """
