@@ -8,6 +8,7 @@ the metrics before and after what it does and checks the difference.
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from tests.helpers import (
     send,
     signup,
 )
-from tests.server import METRICS_AUTH, Server, group, open_socket, post
+from tests.server import METRICS_AUTH, ROOT, Server, group, open_socket, post
 
 REQUESTS = "messageapp_http_requests_total"
 SECONDS = "messageapp_http_request_duration_seconds_count"
@@ -314,3 +315,23 @@ def test_server_without_metrics_token_measures_nothing(tmp_path: Path) -> None:
         assert not (server.data_dir / "metrics").exists()
     finally:
         server.kill()
+
+
+# --- The Grafana dashboard ------------------------------------------------------------
+
+
+def test_grafana_dashboard_reads_only_what_the_app_exports(client: TestClient) -> None:
+    """docs/grafana-dashboard.json: every metric its panels query is one that
+    /metrics has (a renamed metric would leave a panel silently empty)."""
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    client.get("/healthz")  # so that the per-route series exist
+    exported = read_metrics(client).text
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bmessageapp_\w+", target["expr"])
+    }
+    assert len(queried) >= 10
+    for name in queried:
+        assert re.search(rf"^{name}[{{ ]", exported, re.MULTILINE), name
