@@ -4,6 +4,7 @@ logs must never hold is in test_security.py.)"""
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,15 @@ def test_request_id_on_the_socket_handshake(client: TestClient) -> None:
 # --- The lines of a real server -----------------------------------------------------
 
 
+def wait_for_line(log: Path, text: str) -> None:
+    """Until `text` is in the log: a request's access line is written once its
+    answer has gone, so the client may have it a moment before."""
+    deadline = time.monotonic() + 10
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, f"never logged: {text}"
+        time.sleep(0.05)
+
+
 def log_lines(log: Path) -> list[dict[str, Any]]:
     """Every line of a LOG_FORMAT=json server's output, parsed (each must be)."""
     return [json.loads(line) for line in log.read_text().splitlines()]
@@ -107,7 +117,7 @@ def test_json_logs_one_object_per_line_with_the_request_id(tmp_path: Path) -> No
             f"{server.url}/token", data=wrong, headers={"X-Request-ID": "req-login-2"}
         )
         assert refused.status_code == 401
-        server.kill()  # everything written by now
+        wait_for_line(server.log, '"status": 401')  # the access line of the refusal
     lines = log_lines(server.log)
     for line in lines:
         assert {"time", "level", "logger", "message"} <= line.keys()
@@ -132,7 +142,7 @@ def test_text_logs_end_lines_with_the_request_id(tmp_path: Path) -> None:
         server.user("alice")
         wrong = {"username": "alice", "password": "not the password"}
         httpx.post(f"{server.url}/token", data=wrong, headers={"X-Request-ID": "req-3"})
-        server.kill()
+        wait_for_line(server.log, '"POST /token" 401')
     log = server.log.read_text()
     assert "INFO:     messageapp.auth: Failed login for 'alice' [req-3]" in log
     assert 'INFO:     messageapp.access: 127.0.0.1 "POST /token" 401 ' in log
@@ -143,8 +153,9 @@ def test_no_access_log_turns_the_access_lines_off(tmp_path: Path) -> None:
     server = Server(tmp_path / "data", "--no-access-log")
     try:
         server.start()
-        httpx.get(f"{server.url}/healthz")
-        server.kill()
+        httpx.get(f"{server.url}/healthz", headers={"X-Request-ID": "req-4"})
+        httpx.get(f"{server.url}/users/me", headers={"X-Request-ID": "req-5"})  # logs a 401
+        time.sleep(0.5)  # what would have been written has been
     finally:
         server.kill()
     log = server.log.read_text()
