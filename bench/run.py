@@ -9,8 +9,8 @@ this venv with the same uvicorn flags, pinned with taskset to CPU 0, and
 drives them with wrk on CPU 1. Each scenario runs right after a hello run with
 the same number of connections (A B A B ...), so a noisy machine moves both
 alike; the figure that counts is the median of those paired ratios. What
-metrics cost is measured the same way: the history page on a second
-MessageApp with METRICS_TOKEN set, paired with the first, which has none.
+metrics cost is measured the same way: the history page on two more
+MessageApps on the same database, alike but for METRICS_TOKEN, in pairs.
 
 Writes bench/results.json and bench/results.md (the table docs/performance.md quotes).
 """
@@ -389,16 +389,26 @@ def measure_cpu(base: str, pid: int, load: Load, seconds: float) -> tuple[float,
 def metrics_cost(
     off: tuple[str, int], on: tuple[str, int], load: Load, rounds: int, seconds: float
 ) -> dict[str, Any]:
-    """The history page on the app without metrics, then on the one with
-    them (A B A B): the throughput lost to measuring, from the median of the
-    paired ratios; and the server's CPU time per request, which other work
-    on a shared machine disturbs less than throughput."""
-    measure(on[0], load, 1)  # warm-up
+    """The history page on an app without metrics and on one with them, in
+    pairs (A B, B A, ...): the throughput lost to measuring, from the median
+    of the paired ratios; and the server's CPU time per request, which other
+    work on a shared machine disturbs less than throughput."""
+    for base, _ in (off, on):
+        measure(base, load, 1)  # warm-up
     pairs = []
     for n in range(rounds):
-        pair = measure_cpu(*off, load, seconds), measure_cpu(*on, load, seconds)
-        pairs.append(pair)
-        (without_rps, without_ms), (with_rps, with_ms) = pair
+        if n % 2:  # which goes first alternates: neither gains from its place
+            with_metrics, without = (
+                measure_cpu(*on, load, seconds),
+                measure_cpu(*off, load, seconds),
+            )
+        else:
+            without, with_metrics = (
+                measure_cpu(*off, load, seconds),
+                measure_cpu(*on, load, seconds),
+            )
+        pairs.append((without, with_metrics))
+        (without_rps, without_ms), (with_rps, with_ms) = without, with_metrics
         print(
             f"  metrics, round {n + 1}: {with_rps:.0f} req/s with ({with_ms:.2f} ms of CPU "
             f"a request), {without_rps:.0f} without ({without_ms:.2f} ms)",
@@ -613,14 +623,17 @@ def main() -> None:
     for name in ("DATABASE_URL", "REDIS_URL"):
         os.environ.pop(name, None)
     app, hello = "http://127.0.0.1:8710", "http://127.0.0.1:8711"
-    # The same app on the same database, measuring, for what metrics cost.
-    measured = "http://127.0.0.1:8712"
+    # For what metrics cost: two more, on the same database, that serve
+    # nothing else (the first one's floods leave it unlike a fresh process).
+    measured, unmeasured = "http://127.0.0.1:8712", "http://127.0.0.1:8713"
+    no_metrics = {**env, "METRICS_TOKEN": ""}
     with_metrics = {**env, "METRICS_TOKEN": secrets.token_urlsafe(32)}
     try:
         with (
-            server("main:app", 8710, BENCH / "server.log", {**env, "METRICS_TOKEN": ""}) as pid,
+            server("main:app", 8710, BENCH / "server.log", no_metrics),
             server("bench.hello:app", 8711, BENCH / "hello.log", {}),
             server("main:app", 8712, BENCH / "server-metrics.log", with_metrics) as measured_pid,
+            server("main:app", 8713, BENCH / "server-no-metrics.log", no_metrics) as unmeasured_pid,
         ):
             started = time.monotonic()
             print(f"seeding {args.messages:,} messages ...", flush=True)
@@ -636,7 +649,7 @@ def main() -> None:
             floods = password_floods(app, data, args.rounds, args.seconds)
             # At least five pairs: the difference is small, and one pair is noise.
             cost = metrics_cost(
-                (app, pid),
+                (unmeasured, unmeasured_pid),
                 (measured, measured_pid),
                 items[0].load,
                 max(args.rounds, 5),
