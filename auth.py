@@ -20,6 +20,8 @@ from sqlmodel import Session
 
 import crud
 import db
+import logs
+import metrics
 from config import settings
 from db import ReadSessionDep
 from models import (
@@ -269,6 +271,7 @@ def get_current_user(
     user = user_for_token(session, payload)
     if user is None:
         raise unauthorized()
+    logs.set_user(user.id)  # on this request's log lines from now on
     if not set(security_scopes.scopes) <= granted_scopes(user, payload):
         needed = security_scopes.scope_str
         raise HTTPException(
@@ -323,7 +326,11 @@ def client_ip(request: Request) -> str:
 ClientIP = Annotated[str, Depends(client_ip)]
 
 
-def too_many(detail: str, retry_after: int, headers: dict[str, str] | None = None) -> HTTPException:
+def too_many(
+    limit: metrics.Limit, detail: str, retry_after: int, headers: dict[str, str] | None = None
+) -> HTTPException:
+    """429 with Retry-After, counted in metrics under the limit's name."""
+    metrics.LIMITED.labels(limit).inc()
     return HTTPException(
         status_code=status.HTTP_429_TOO_MANY_REQUESTS,
         detail=detail,
@@ -341,7 +348,9 @@ def check_password_guesses(session: Session, username: str, ip: str, now: dateti
     retry_after = crud.login_retry_after(session, username_key, now)
     if retry_after is not None:
         logger.warning("Password blocked for %r: too many failures", username_key)
-        raise too_many("Too many failed logins; try again later", retry_after, NO_STORE)
+        raise too_many(
+            "login_username", "Too many failed logins; try again later", retry_after, NO_STORE
+        )
     # Per address too, so trying one password on many usernames is stopped.
     window = settings.LOGIN_FAILURE_WINDOW_SECONDS
     limit = settings.LOGIN_MAX_FAILURES_PER_IP
@@ -349,7 +358,10 @@ def check_password_guesses(session: Session, username: str, ip: str, now: dateti
     if retry_after is not None:
         logger.warning("Password blocked for %s: too many failures", ip)
         raise too_many(
-            "Too many failed logins from your address; try again later", retry_after, NO_STORE
+            "login_address",
+            "Too many failed logins from your address; try again later",
+            retry_after,
+            NO_STORE,
         )
 
 

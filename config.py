@@ -4,7 +4,7 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     # Fill an empty database with demo users and conversations at start
     # (demo.py); the demo users' password is printed in the log.
     DEMO_DATA: bool = False
+    # Empty: no metrics are kept and GET /metrics is 404. Set it to a long
+    # random string to measure, and to let a scraper that sends it as a
+    # bearer token read them (metrics.py).
+    METRICS_TOKEN: str = ""
+    # `text`: a line a person reads; `json`: one JSON object per line, for a
+    # log collector (logs.py).
+    LOG_FORMAT: Literal["text", "json"] = "text"
 
     @field_validator("CORS_ORIGINS", "ADMIN_USERNAMES", mode="before")
     @classmethod

@@ -28,7 +28,9 @@ Readers never wait for a writer (WAL). The rest of the code knows none of
 this: a route takes `SessionDep` to write, `ReadSessionDep` to only read.
 """
 
+import fcntl
 import logging
+import os
 import sqlite3
 import time
 import unicodedata
@@ -45,6 +47,7 @@ from sqlalchemy import Connection, Engine, event, func, inspect, make_url, updat
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine, select
 
+import metrics
 from config import settings
 from models import Conversation, ConversationKind, Role, User
 
@@ -179,6 +182,67 @@ def create_db_engine(url: str) -> Engine:
 engine = create_db_engine(settings.DATABASE_URL)
 
 
+# --- Who is using the SQLite file ----------------------------------------------
+
+
+def sqlite_file(bind: Engine) -> Path | None:
+    """The SQLite database's file; None on PostgreSQL (or SQLite in memory)."""
+    database = bind.url.database
+    if not is_sqlite(bind) or not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+@contextmanager
+def _lock_file(database: Path) -> Iterator[int]:
+    fd = os.open(database.with_name(f"{database.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        yield fd
+    finally:
+        os.close(fd)  # and with it the lock
+
+
+@contextmanager
+def in_use(bind: Engine) -> Iterator[None]:
+    """Mark the SQLite file as in use for as long as the block runs: each
+    server process does while it runs (main.py's lifespan), and `manage
+    backup` while it copies. `manage restore` needs the file to itself (`alone`).
+
+    The mark is a shared lock (flock) on a file beside the database. The
+    kernel drops a process's locks when it ends, however it ends (SIGKILL
+    included), so no stale mark is ever left to clean up. PostgreSQL needs
+    none: it is restored with its own tools.
+    """
+    database = sqlite_file(bind)
+    if database is None:
+        yield
+        return
+    with _lock_file(database) as fd:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"{database} is being restored (python -m manage restore): "
+                "start again once that has finished"
+            ) from None
+        yield
+
+
+@contextmanager
+def alone(bind: Engine) -> Iterator[bool]:
+    """Whether nothing else is using the SQLite file (see `in_use`); if so, it
+    stays that way until the block ends: a server starting meanwhile refuses."""
+    database = sqlite_file(bind)
+    assert database is not None, "only SQLite files are restored this way"
+    with _lock_file(database) as fd:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def writing(bind: Engine) -> Engine:
     """`bind`, beginning its transactions with SQLite's write lock taken
     (PostgreSQL ignores it: it locks the rows a transaction writes)."""
@@ -245,13 +309,17 @@ def unavailable(why: str) -> OperationalError:
     return OperationalError(why, None, sqlite3.OperationalError(why))
 
 
-async def _take(semaphore: anyio.Semaphore) -> None:
-    """Wait for a turn; one not had within SQLITE_BUSY_TIMEOUT_SECONDS is a 503."""
+async def _take(semaphore: anyio.Semaphore, turn: metrics.Turn) -> None:
+    """Wait for a turn; one not had within SQLITE_BUSY_TIMEOUT_SECONDS is a 503.
+    How long each wait took goes to metrics, by turn."""
+    started = time.perf_counter()
     try:
         with anyio.fail_after(settings.SQLITE_BUSY_TIMEOUT_SECONDS):
             await semaphore.acquire()
     except TimeoutError:
         raise locked("waited in this process") from None
+    finally:
+        metrics.DB_WAITS[turn].observe(time.perf_counter() - started)
 
 
 async def get_read_session() -> AsyncIterator[Session]:
@@ -263,7 +331,7 @@ async def get_read_session() -> AsyncIterator[Session]:
     cost two hops to a worker thread and back, in and out.
     """
     turns = _started()
-    await _take(turns.connections)
+    await _take(turns.connections, "connection")
     session = read_session()
     try:
         yield session  # the route runs while this waits here
@@ -297,7 +365,7 @@ async def get_session(request: Request, session: ReadSessionDep) -> AsyncIterato
         yield session
         return
     turns = _started()
-    await _take(turns.writer)
+    await _take(turns.writer, "writer")
     try:
         # Whatever was read so far ends here; the next transaction holds
         # SQLite's write lock from its first statement (see on_begin).

@@ -38,6 +38,7 @@ from sqlmodel import SQLModel
 
 import crud
 import db
+import metrics
 from config import settings
 from models import Envelope, User, UserPublic
 
@@ -74,13 +75,17 @@ class LiveSocket:
     close_code: int = CLOSE_NORMAL
     close_reason: str = ""
 
-    def send(self, text: str) -> None:
-        """Queue a frame, never waiting: a socket that is full is closed."""
+    def send(self, text: str) -> bool:
+        """Queue a frame, never waiting: a socket that is full is closed, and
+        the frame dropped (False)."""
         try:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
             logger.info("Closing a socket of user %s: it fell too far behind", self.user.id)
+            metrics.EVENTS_DROPPED.labels("socket_behind").inc()
             self.close(CLOSE_TOO_SLOW, "Too far behind; reconnect and catch up")
+            return False
+        return True
 
     def close(self, code: int, reason: str = "") -> None:
         if not self.cancel_scope.cancel_called:
@@ -145,6 +150,7 @@ class LocalBroker:
             self.queue.put_nowait(envelope)
         except asyncio.QueueFull:
             logger.warning("Event dropped: %s events are waiting already", MAX_PENDING)
+            metrics.EVENTS_DROPPED.labels("hub_queue_full").inc()
             self.lost()
 
     async def run(self, deliver: Deliver, lost: Lost) -> None:
@@ -189,6 +195,7 @@ class RedisBroker:
             self.outgoing.put_nowait(envelope.model_copy(update={"origin": self.origin}))
         except asyncio.QueueFull:
             logger.warning("Event not sent to Redis: %s events are waiting already", MAX_PENDING)
+            metrics.EVENTS_DROPPED.labels("redis_queue_full").inc()
 
     async def run(self, deliver: Deliver, lost: Lost) -> None:
         self.outgoing = asyncio.Queue(MAX_PENDING)
@@ -211,6 +218,7 @@ class RedisBroker:
                 await self.sender.publish(self.channel, envelope.model_dump_json())
             except (RedisError, OSError) as exc:
                 logger.warning("Event not sent to Redis: %s", exc)
+                metrics.EVENTS_DROPPED.labels("redis_unavailable").inc()
 
     async def listen(self, deliver: Deliver, lost: Lost) -> None:
         delay, listened_before = 0.1, False
@@ -276,18 +284,22 @@ class Hub:
         here already (each costs memory, and every event is sent to each)."""
         theirs = self.sockets[socket.user.id]
         if len(theirs) >= settings.WS_MAX_PER_USER:
+            metrics.LIMITED.labels("sockets_per_user").inc()
             return False
         theirs.add(socket)
+        metrics.SOCKETS_OPEN.inc()
         return True
 
     def remove(self, socket: LiveSocket) -> None:
         theirs = self.sockets.get(socket.user.id)
-        if theirs is not None:
-            theirs.discard(socket)
+        if theirs is not None and socket in theirs:
+            theirs.remove(socket)
+            metrics.SOCKETS_OPEN.dec()
             if not theirs:
                 del self.sockets[socket.user.id]
 
     async def publish(self, envelope: Envelope) -> None:
+        envelope.published_at = time.time()
         await self.broker.publish(envelope)
 
     async def deliver(self, envelope: Envelope) -> None:
@@ -315,12 +327,19 @@ class Hub:
             # with `after=`; the hub itself goes on.
             logger.exception("Could not deliver an event")
             return
+        delivered = 0
         for socket in sockets:
             version = versions.get(socket.user.id)
             if version is None:
                 continue  # not a member (any more)
             if socket.check_token(version, revoked) and envelope.event is not None:
-                socket.send(envelope.event)
+                delivered += socket.send(envelope.event)
+        if delivered:
+            metrics.EVENTS_DELIVERED.inc(delivered)
+            if envelope.published_at is not None:
+                # Another replica's clock may be a little ahead of ours.
+                delay = max(0.0, time.time() - envelope.published_at)
+                metrics.EVENT_DELAY_SECONDS.observe(delay)
 
     def lost(self) -> None:
         """Some events may never arrive: close every socket, so that clients

@@ -21,7 +21,9 @@ import db
 import demo
 import errors
 import hub
+import logs
 import messages
+import metrics
 import operations
 import realtime
 import sessions
@@ -31,27 +33,29 @@ from middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
 
 STATIC_DIR = Path(__file__).parent / "static"
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+logs.setup_logging()  # text or JSON (LOG_FORMAT), uvicorn's lines included
 logger = logging.getLogger("messageapp")
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Before `yield`: start-up, before the first request; after it: shutdown.
-    db.init_db(db.engine)
-    if settings.DEMO_DATA:
-        demo.seed_demo_data(db.engine)
-    logger.info("Database ready: %s", db.engine.url.render_as_string(hide_password=True))
-    # What exists by now (modules, the app, the models' machinery) lives as
-    # long as the process: frozen, a full garbage collection skips it, rather
-    # than walk it all in the middle of a request.
-    gc.collect()
-    gc.freeze()
-    # Requests are served, and live events flow, while the app runs.
-    async with db.serving(), hub.hub.running():
-        yield
-    gc.unfreeze()
-    db.engine.dispose()
+    # The database is marked in use until the end: `manage restore` refuses meanwhile.
+    with db.in_use(db.engine):
+        db.init_db(db.engine)
+        if settings.DEMO_DATA:
+            demo.seed_demo_data(db.engine)
+        logger.info("Database ready: %s", db.engine.url.render_as_string(hide_password=True))
+        # What exists by now (modules, the app, the models' machinery) lives as
+        # long as the process: frozen, a full garbage collection skips it, rather
+        # than walk it all in the middle of a request.
+        gc.collect()
+        gc.freeze()
+        # Requests are served, and live events flow, while the app runs.
+        async with db.serving(), hub.hub.running():
+            yield
+        gc.unfreeze()
+        db.engine.dispose()
 
 
 DESCRIPTION = """
@@ -106,13 +110,19 @@ if settings.CORS_ORIGINS:
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,
         allow_methods=["*"],
-        allow_headers=["Authorization", "Content-Type"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID"],
     )
-# Outermost: on every answer, 413s and CORS preflight answers included.
+# On every answer, 413s and CORS preflight answers included.
 app.add_middleware(SecurityHeadersMiddleware)
+if settings.METRICS_TOKEN:  # nothing is measured per request unless someone may read it
+    app.add_middleware(metrics.MetricsMiddleware)
+# Outermost: the request id is on every answer and every line logged meanwhile.
+app.add_middleware(logs.RequestLogMiddleware)
 
 for module in (sessions, users, conversations, messages, admin, operations, realtime):
     app.include_router(module.router)
+app.include_router(metrics.router)
 
 
 def openapi() -> dict[str, Any]:

@@ -108,7 +108,7 @@ def create_message(
     ):
         retry_after = crud.send_retry_after(session, user, utcnow())
         if retry_after is not None:
-            raise too_many("You are sending too fast; try again later", retry_after)
+            raise too_many("send", "You are sending too fast; try again later", retry_after)
     message, created = crud.create_message(session, access.conversation, user, message_in)
     public = crud.message_public(message, user)
     if created:

@@ -486,6 +486,9 @@ class Envelope(SQLModel):
     skip_user_id: int | None = None  # not to this user (typing is not echoed)
     event: str | None = None  # the event's JSON; None: only re-check tokens
     origin: str | None = None  # the process that sent it through Redis
+    # When it was published, in seconds since the epoch (wall time, which
+    # every process shares, unlike monotonic time): for the delivery delay.
+    published_at: float | None = None
 
 
 # --- Errors, for the OpenAPI document ---------------------------------------

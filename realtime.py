@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocketState
 
 import db
+import logs
 from auth import authenticate, granted_scopes
 from config import settings
 from hub import (
@@ -219,6 +220,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     socket.send(ReadyEvent(user=socket.user).model_dump_json())
     user_id = socket.user.id
+    logs.set_user(user_id)
     try:
         # A logout or password change that committed while the token was being
         # checked found no socket to close; look again now that it is registered.

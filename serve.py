@@ -9,7 +9,12 @@ WEB_CONCURRENCY and FORWARDED_ALLOW_IPS, work as usual).
 """
 
 import asyncio
+import os
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn.main
@@ -86,8 +91,76 @@ class TimedH11Protocol(H11Protocol):
             self.transport.close()
 
 
+# --- Metrics from several workers ---------------------------------------------
+
+METRICS_FOLDER = "metrics"  # in DATA_DIR: a folder per running server, named by its pid
+
+
+def worker_count(args: list[str]) -> int:
+    """How many worker processes uvicorn will start, read as uvicorn reads it:
+    --workers, else WEB_CONCURRENCY, else 1."""
+    command = uvicorn.main  # the click command behind uvicorn's command line
+    params = command.make_context("serve", ["main:app", *args], resilient_parsing=True).params
+    if params.get("workers") is not None:
+        return int(params["workers"])
+    value = os.environ.get("WEB_CONCURRENCY", "1")
+    return int(value) if value.isdigit() else 1  # uvicorn says what is wrong with it
+
+
+@contextmanager
+def metrics_across_workers(args: list[str]) -> Iterator[None]:
+    """With METRICS_TOKEN set and several workers, an empty private folder for
+    prometheus-client's multiprocess mode, for as long as the server runs.
+
+    Each worker keeps its values in files there, and a scrape adds them all
+    up (metrics.py). The variable must be set before a worker imports
+    prometheus_client; uvicorn starts its workers as new processes, which
+    inherit it from here. One worker needs none of this: its values stay in
+    its memory. An operator who sets PROMETHEUS_MULTIPROC_DIR keeps it.
+    """
+    if (
+        not settings.METRICS_TOKEN
+        or "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        or worker_count(args) < 2
+    ):
+        yield
+        return
+    folder = fresh_metrics_folder(settings.DATA_DIR / METRICS_FOLDER)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def fresh_metrics_folder(parent: Path) -> Path:
+    """An empty folder of this process's own under `parent`. A server that was
+    killed (SIGKILL) left its folder behind: folders of processes that are
+    gone go first. In a container, the server is always pid 1, so a folder
+    named after our own pid is a previous run's too."""
+    parent.mkdir(mode=0o700, exist_ok=True)
+    for old in parent.iterdir():
+        if not old.name.isdigit() or int(old.name) == os.getpid() or not alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    folder = parent / str(os.getpid())
+    folder.mkdir(mode=0o700)
+    return folder
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process is there
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
-    uvicorn.main.main(["main:app", *FLAGS, *(sys.argv[1:] if argv is None else argv)])
+    args = sys.argv[1:] if argv is None else argv
+    with metrics_across_workers(args):
+        uvicorn.main.main(["main:app", *FLAGS, *args])
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from sqlmodel import Session
 
 import crud
 import db
+import metrics
 from auth import (
     AUTH_ERRORS,
     DUMMY_HASH,
@@ -145,6 +146,7 @@ def login(
     record_password_guess(form.username, ip, now, right=password_ok)
     if not password_ok or user is None:
         logger.info("Failed login for %r", guess_key(form.username))
+        metrics.LOGIN_FAILURES.inc()
         raise wrong_credentials("Incorrect username or password")
     # Only now, with the password right, may the answer depend on the account.
     if not user.active:

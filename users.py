@@ -89,7 +89,9 @@ def create_user(
             crud.record_attempt(session, ATTEMPT_SIGNUP, ip, now, window)
     if retry_after is not None:
         logger.warning("Sign-up blocked for %s: too many", ip)
-        raise too_many("Too many sign-ups from your address; try again later", retry_after)
+        raise too_many(
+            "signup_address", "Too many sign-ups from your address; try again later", retry_after
+        )
     # Hash between two writes, so that no lock is held while hashing.
     hashed_password = hash_password(user_in.password)
     with db.write_session() as session:

@@ -8,7 +8,9 @@ API), starts MessageApp and a bare FastAPI "hello" app (bench/hello.py) from
 this venv with the same uvicorn flags, pinned with taskset to CPU 0, and
 drives them with wrk on CPU 1. Each scenario runs right after a hello run with
 the same number of connections (A B A B ...), so a noisy machine moves both
-alike; the figure that counts is the median of those paired ratios.
+alike; the figure that counts is the median of those paired ratios. What
+metrics cost is measured the same way: the history page on two more
+MessageApps on the same database, alike but for METRICS_TOKEN, in pairs.
 
 Writes bench/results.json and bench/results.md (the table docs/performance.md quotes).
 """
@@ -203,14 +205,15 @@ def login(http: httpx.Client, username: str) -> str:
 
 
 @contextmanager
-def server(app: str, port: int, log: Path, env: dict[str, str]) -> Iterator[None]:
-    """A uvicorn process on CPU 0, as `make run` starts it; its output goes to `log`."""
+def server(app: str, port: int, log: Path, env: dict[str, str]) -> Iterator[int]:
+    """A uvicorn process on CPU 0, as `make run` starts it; its output goes to
+    `log`. Yields its pid (taskset execs the server in its own process)."""
     process = subprocess.Popen(
         [*pinned(0), sys.executable, "-m", "uvicorn", app, "--port", str(port), *FLAGS],
         cwd=ROOT,
         env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,  # the access log: a line per request
-        stderr=log.open("wb"),
+        stdout=subprocess.DEVNULL,  # hello's access log: a line per request
+        stderr=log.open("wb"),  # MessageApp's log, its access lines included
     )
     try:
         health = "/healthz" if app == "main:app" else "/hello"
@@ -222,7 +225,7 @@ def server(app: str, port: int, log: Path, env: dict[str, str]) -> Iterator[None
                 time.sleep(0.1)
         else:
             raise RuntimeError(f"{app} did not start")
-        yield
+        yield process.pid
     finally:
         process.terminate()
         process.wait()
@@ -368,6 +371,60 @@ def run_pairs(app: str, hello: str, items: list[Scenario], rounds: int, seconds:
                 f"p99 {run['p99_ms']:.1f} ms, {run['errors']:.0f} errors",
                 flush=True,
             )
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used so far (user and system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_cpu(base: str, pid: int, load: Load, seconds: float) -> tuple[float, float]:
+    """req/s, and the server's CPU milliseconds per request, over one run."""
+    started = cpu_seconds(pid)
+    run = measure(base, load, seconds)
+    return run["rps"], (cpu_seconds(pid) - started) * 1000 / max(run["requests"], 1)
+
+
+def metrics_cost(
+    off: tuple[str, int], on: tuple[str, int], load: Load, rounds: int, seconds: float
+) -> dict[str, Any]:
+    """The history page on an app without metrics and on one with them, in
+    pairs (A B, B A, ...): the throughput lost to measuring, from the median
+    of the paired ratios; and the server's CPU time per request, which other
+    work on a shared machine disturbs less than throughput."""
+    for base, _ in (off, on):
+        measure(base, load, 1)  # warm-up
+    pairs = []
+    for n in range(rounds):
+        if n % 2:  # which goes first alternates: neither gains from its place
+            with_metrics, without = (
+                measure_cpu(*on, load, seconds),
+                measure_cpu(*off, load, seconds),
+            )
+        else:
+            without, with_metrics = (
+                measure_cpu(*off, load, seconds),
+                measure_cpu(*on, load, seconds),
+            )
+        pairs.append((without, with_metrics))
+        (without_rps, without_ms), (with_rps, with_ms) = without, with_metrics
+        print(
+            f"  metrics, round {n + 1}: {with_rps:.0f} req/s with ({with_ms:.2f} ms of CPU "
+            f"a request), {without_rps:.0f} without ({without_ms:.2f} ms)",
+            flush=True,
+        )
+    rps_ratios = [w[0] / max(wo[0], 0.001) for wo, w in pairs]
+    cpu_ratios = [w[1] / max(wo[1], 0.001) for wo, w in pairs]
+    return {
+        "without_rps": statistics.median(wo[0] for wo, _ in pairs),
+        "with_rps": statistics.median(w[0] for _, w in pairs),
+        "cost": 1 - statistics.median(rps_ratios),
+        "cpu_cost": statistics.median(cpu_ratios) - 1,
+        "ratios": rps_ratios,
+        "cpu_ratios": cpu_ratios,
+        "target": "cost < 5%",
+    }
 
 
 def password_floods(app: str, data: Data, rounds: int, seconds: float) -> list[dict[str, Any]]:
@@ -532,6 +589,11 @@ def markdown(report: dict[str, Any]) -> str:
             f"× {f['ratio']:.2f} (target ≤ 2)."
             for f in report["password_floods"]
         ),
+        f"- Metrics (METRICS_TOKEN set) on the newest history page: "
+        f"{report['metrics']['with_rps']:,.0f} req/s with, {report['metrics']['without_rps']:,.0f} "
+        f"without: they cost {report['metrics']['cost']:.1%} of throughput (median of "
+        f"paired runs; target < 5%) and {report['metrics']['cpu_cost']:+.1%} of CPU time "
+        "per request.",
         f"- WebSocket fan-out to {fan['sockets']:,} sockets, POST → arrival: "
         f"p50 {fan['p50_ms']:.0f} ms, p99 {fan['p99_ms']:.0f} ms, max {fan['max_ms']:.0f} ms; "
         f"{fan['kib_per_socket']:.1f} KiB per open socket (targets: p99 ≤ 100 ms, ≤ 64 KiB).",
@@ -561,10 +623,17 @@ def main() -> None:
     for name in ("DATABASE_URL", "REDIS_URL"):
         os.environ.pop(name, None)
     app, hello = "http://127.0.0.1:8710", "http://127.0.0.1:8711"
+    # For what metrics cost: two more, on the same database, that serve
+    # nothing else (the first one's floods leave it unlike a fresh process).
+    measured, unmeasured = "http://127.0.0.1:8712", "http://127.0.0.1:8713"
+    no_metrics = {**env, "METRICS_TOKEN": ""}
+    with_metrics = {**env, "METRICS_TOKEN": secrets.token_urlsafe(32)}
     try:
         with (
-            server("main:app", 8710, BENCH / "server.log", env),
+            server("main:app", 8710, BENCH / "server.log", no_metrics),
             server("bench.hello:app", 8711, BENCH / "hello.log", {}),
+            server("main:app", 8712, BENCH / "server-metrics.log", with_metrics) as measured_pid,
+            server("main:app", 8713, BENCH / "server-no-metrics.log", no_metrics) as unmeasured_pid,
         ):
             started = time.monotonic()
             print(f"seeding {args.messages:,} messages ...", flush=True)
@@ -578,6 +647,14 @@ def main() -> None:
                 measure(hello, Load("/hello", 32), args.seconds)["rps"] for _ in range(args.rounds)
             )
             floods = password_floods(app, data, args.rounds, args.seconds)
+            # At least five pairs: the difference is small, and one pair is noise.
+            cost = metrics_cost(
+                (unmeasured, unmeasured_pid),
+                (measured, measured_pid),
+                items[0].load,
+                max(args.rounds, 5),
+                args.seconds,
+            )
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     print("fan-out ...", flush=True)
@@ -594,6 +671,7 @@ def main() -> None:
         "scenarios": summaries,
         "oldest_vs_newest": summaries[1]["p50_ms"] / summaries[0]["p50_ms"],
         "password_floods": floods,
+        "metrics": cost,
         "fanout": fan,
     }
     table = markdown(report)

@@ -18,6 +18,12 @@ os.environ["SIGNUP_MAX_PER_IP"] = "1000000"
 os.environ["LOGIN_MAX_FAILURES_PER_IP"] = "1000000"
 os.environ["SEND_MAX_PER_MINUTE"] = "1000000"
 os.environ["WS_MAX_PER_USER"] = "1000000"
+# Metrics on, as an operator who scrapes them runs the service: the tests
+# read /metrics with this token (tests/helpers.py), and so can those of
+# servers they start.
+os.environ["METRICS_TOKEN"] = "test-metrics-token-" + os.urandom(8).hex()
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+os.environ.pop("LOG_FORMAT", None)
 
 import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402

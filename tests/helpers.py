@@ -11,6 +11,7 @@ from starlette.websockets import WebSocketDisconnect
 
 import manage
 from hub import CLOSE_UNAUTHORIZED
+from tests.server import METRICS_AUTH, Metrics
 
 PASSWORD = "correct horse battery staple"
 # POST /token's 401, the same for an unknown user and a wrong password.
@@ -108,3 +109,10 @@ def assert_closed(ws: WebSocketTestSession, code: int = CLOSE_UNAUTHORIZED) -> N
     with pytest.raises(WebSocketDisconnect) as closed:
         ws.receive_json()
     assert closed.value.code == code
+
+
+def read_metrics(client: TestClient) -> Metrics:
+    """GET /metrics with the token the tests run with (tests/conftest.py)."""
+    response = client.get("/metrics", headers=METRICS_AUTH)
+    assert response.status_code == 200, response.text
+    return Metrics(response.text)

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -56,6 +57,8 @@ class Server:
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited at start (see {self.log})")
             try:
                 if httpx.get(f"{self.url}/healthz").status_code == 200:
                     return
@@ -80,6 +83,12 @@ class Server:
             pass  # gone already
         self.process.wait()
 
+    def metrics(self) -> "Metrics":
+        """GET /metrics, with the token the tests run servers with."""
+        response = httpx.get(f"{self.url}/metrics", headers=METRICS_AUTH)
+        assert response.status_code == 200, response.text
+        return Metrics(response.text)
+
     def user(self, username: str) -> dict[str, str]:
         """Sign `username` up (if new) and log in: headers carrying the token."""
         with httpx.Client(base_url=self.url) as http:
@@ -87,6 +96,26 @@ class Server:
             token = http.post("/token", data={"username": username, "password": PASSWORD})
             assert token.status_code == 200, token.text
         return {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+
+# tests/conftest.py sets METRICS_TOKEN, for the app and the servers alike.
+METRICS_AUTH = {"Authorization": f"Bearer {os.environ.get('METRICS_TOKEN', '')}"}
+
+
+class Metrics:
+    """A /metrics page, parsed: a sample's value by its name and labels."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.samples = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def __call__(self, name: str, **labels: str) -> float:
+        """The sample's value; 0 for one not there yet."""
+        return self.samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def environment(data_dir: Path, **settings: str) -> dict[str, str]:
@@ -99,13 +128,16 @@ def environment(data_dir: Path, **settings: str) -> dict[str, str]:
     return env | settings
 
 
-def manage(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """`python -m manage ARGS` on `data_dir`, as an operator runs it beside the
-    server (or with `docker exec`), its standard input not a terminal."""
+def manage(
+    data_dir: Path, *args: str, stdin: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m manage ARGS` on `data_dir` (with these settings), as an
+    operator runs it beside the server (or with `docker exec`), its standard
+    input not a terminal."""
     return subprocess.run(
         [sys.executable, "-m", "manage", *args],
         cwd=ROOT,
-        env=environment(data_dir),
+        env=environment(data_dir, **env),
         input=stdin,
         capture_output=True,
         text=True,

@@ -406,5 +406,10 @@ def test_data_dir_is_private(tmp_path: Path) -> None:
         server.user("alice")  # writes: the WAL files exist
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in data.iterdir()}
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
-    sqlite = {"messageapp.db": 0o600, "messageapp.db-wal": 0o600, "messageapp.db-shm": 0o600}
+    sqlite = {
+        "messageapp.db": 0o600,
+        "messageapp.db-wal": 0o600,
+        "messageapp.db-shm": 0o600,
+        "messageapp.db.lock": 0o600,  # locked while a server runs (db.in_use)
+    }
     assert modes == {**({} if database.POSTGRES else sqlite), "secret_key": 0o600}

@@ -176,6 +176,8 @@ def test_stalled_client_does_not_delay_others(small_queue_server: Server) -> Non
         stalled.close()
     assert received == ids
     assert latest_arrival[0] - sent_at < 2
+    # The event carol's queue had no room for is counted as dropped.
+    assert server.metrics()("messageapp_events_dropped_total", reason="socket_behind") >= 1
 
 
 def test_sigterm_closes_sockets_and_stops_promptly(server: Server) -> None:

@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 
 from config import settings
 from tests.helpers import PASSWORD, bearer, login, signup
-from tests.server import Server, running
+from tests.server import running
 
 
 def b64_json(part: str) -> dict[str, Any]:
@@ -69,13 +69,19 @@ def test_token_signed_with_the_key_but_another_hmac_is_rejected(
 # --- Logs ----------------------------------------------------------------------
 
 
-def test_full_session_logs_no_password_or_token(server: Server) -> None:
-    """Everything the server process writes (uvicorn's access log and the
-    app's own log) through sign-up, failed and good logins, messages, the
-    socket, a password change and logout: no password, no token."""
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_full_session_logs_no_password_or_token(tmp_path: Path, log_format: str) -> None:
+    """Everything the server process writes (uvicorn's lines and the app's
+    own, the access line of each request included), in either LOG_FORMAT,
+    through sign-up, failed and good logins, messages, a search, the socket,
+    a password change and logout: no password, no token, no message text."""
     new_password = "a brand new passphrase"
     wrong = "not the password 123"
-    with httpx.Client(base_url=server.url) as http:
+    text = "meet me at the old mill"
+    with (
+        running(tmp_path / "data", LOG_FORMAT=log_format) as server,
+        httpx.Client(base_url=server.url) as http,
+    ):
         assert http.post("/users", json={"username": "alice", "password": PASSWORD}).is_success
         assert http.post("/token", data={"username": "alice", "password": wrong}).status_code == 401
         token = http.post("/token", data={"username": "alice", "password": PASSWORD}).json()[
@@ -87,7 +93,8 @@ def test_full_session_logs_no_password_or_token(server: Server) -> None:
             assert json.loads(ws.recv(timeout=5))["type"] == "ready"
             ws.send(json.dumps({"type": "auth", "token": token}))  # an error, logged or not
             ws.recv(timeout=5)
-            http.post("/conversations/1/messages", json={"content": "hello"}, headers=headers)
+            http.post("/conversations/1/messages", json={"content": text}, headers=headers)
+        assert http.get("/search/messages", params={"q": "old mill"}, headers=headers).is_success
         http.get("/users/me", headers={"Authorization": f"Bearer {token}x"})  # a bad token
         changed = http.put(
             "/users/me/password",
@@ -99,12 +106,19 @@ def test_full_session_logs_no_password_or_token(server: Server) -> None:
             "/token", data={"username": "alice", "password": new_password}
         ).json()["access_token"]
         assert http.post("/logout", headers=bearer(new_token)).status_code == 204
-    time.sleep(0.5)  # let the server flush its last lines
+        time.sleep(0.5)  # let the server flush its last lines
     log = server.log.read_text()
-    assert '"POST /token HTTP/1.1" 401' in log  # the access log is in there
+    if log_format == "json":
+        lines = [json.loads(line) for line in log.splitlines()]  # every line is JSON
+        access = [line for line in lines if line["logger"] == "messageapp.access"]
+        assert any(line["route"] == "/token" and line["status"] == 401 for line in access)
+    else:
+        assert '"POST /token" 401' in log  # the access lines are in there
     assert "Failed login for 'alice'" in log  # and the app's own
-    for secret in (PASSWORD, new_password, wrong, settings.SECRET_KEY):
+    for secret in (PASSWORD, new_password, wrong, settings.SECRET_KEY, settings.METRICS_TOKEN):
         assert secret not in log
+    for words in (text, "old mill", "old+mill", "old%20mill"):  # the message, or a search for it
+        assert words not in log
     for jwt in (token, new_token):
         for part in jwt.split("."):  # not even the signature, or the claims
             assert part not in log
@@ -141,6 +155,7 @@ def test_cors_preflight_has_the_security_headers(tmp_path: Path) -> None:
         )
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "https://app.example"
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
