@@ -53,8 +53,15 @@ async function startSession() {
   $("me").replaceChildren("Signed in as ", views.personName(state.me));
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
-  await loadConversations();
-  openFirstConversation();
+  try {
+    await loadConversations();
+    openFirstConversation();
+  } catch (error) {
+    // A busy server (503) must not leave a dead page: the socket below
+    // connects anyway, and its catch-up loads the list again.
+    if (!state.me) return; // a 401 ended the session
+    $("connection").textContent = `Could not load your conversations (${error.message}); retrying…`;
+  }
   state.socket = new LiveSocket({
     getToken: () => api.loadSession()?.token,
     renew: async (token) => Boolean(await api.freshSession({ token })),
@@ -521,6 +528,8 @@ function receiveMessage(message, isNew = false) {
 // joined meanwhile), then fetch what the open conversation missed.
 async function catchUp() {
   await loadConversations();
+  $("connection").textContent = "";
+  openFirstConversation(); // if the first load failed, or nothing is open yet
   const view = state.view;
   if (!view || view.loading) return;
   let after = Math.max(0, ...view.messages.keys());

@@ -773,6 +773,29 @@ def test_a_new_user_lands_in_general(pages: Pages, names: Callable[[str], str]) 
     expect(sidebar_item(page, "# general")).to_have_attribute("aria-current", "page")
 
 
+def test_a_busy_server_at_sign_in_does_not_leave_a_dead_page(
+    pages: Pages, names: Callable[[str], str]
+) -> None:
+    """The first conversation list answers 503 (a busy server): the page says
+    so, connects its socket anyway, and the catch-up lands the user in general."""
+    page = pages.open()
+    busy = []
+
+    def first_busy(route: Route) -> None:
+        if not busy:
+            busy.append(route.request.url)
+            route.fulfill(status=503, json={"detail": "Busy; try again"})
+        else:
+            route.fallback()
+
+    page.route(re.compile(r"/conversations\?limit="), first_busy)
+    pages.expected.append("503")  # the browser logs the failed request
+    sign_up(page, names("alice"))
+    expect(page.locator("#conversation-title")).to_have_text("# general")
+    expect(page.locator("#connection")).to_have_text("")
+    assert len(busy) == 1
+
+
 def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_path: Path) -> None:
     """The screens the README shows; `make screenshots` writes them to docs/."""
     folder = Path(os.environ.get("SCREENSHOTS_DIR", tmp_path))
