@@ -779,7 +779,7 @@ def test_a_busy_server_at_sign_in_does_not_leave_a_dead_page(
     """The first conversation list answers 503 (a busy server): the page says
     so, connects its socket anyway, and the catch-up lands the user in general."""
     page = pages.open()
-    busy = []
+    busy: list[str] = []
 
     def first_busy(route: Route) -> None:
         if not busy:
