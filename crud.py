@@ -618,12 +618,25 @@ def create_message(
         earlier = get_message_by_client_id(session, conversation, author, client_id)
         if earlier is not None:
             return earlier, False
+    # The conversation's next seq. Taking it locks the conversation's row until
+    # the commit, so on PostgreSQL too a later id always gets a later seq.
+    seq = (
+        session.connection()
+        .execute(
+            update(Conversation)
+            .where(col(Conversation.id) == conversation.id)
+            .values(message_seq=Conversation.message_seq + 1)
+            .returning(col(Conversation.message_seq))
+        )
+        .scalar_one()
+    )
     message = Message.model_validate(
         message_in,
         update={
             "conversation_id": conversation.id,
             "author_id": author.id,
             "search_text": fold(message_in.content),
+            "seq": seq,
         },
     )
     session.add(message)

@@ -314,6 +314,16 @@ class Message(MessageBase, table=True):
         Index("ix_message_conversation_id_id", "conversation_id", "id"),
         # What one user sent lately (SEND_MAX_PER_MINUTE; migration 0006).
         Index("ix_message_author_id_created_at", "author_id", "created_at"),
+        # Unread counts subtract what is not counted: the reader's own
+        # messages and the deleted ones after the read marker (migration 0008).
+        Index("ix_message_conversation_id_author_id_id", "conversation_id", "author_id", "id"),
+        Index(
+            "ix_message_deleted_conversation_id_id",
+            "conversation_id",
+            "id",
+            sqlite_where=text("deleted = 1"),
+            postgresql_where=text("deleted"),
+        ),
         # A retried send with the same client_id finds the first one.
         UniqueConstraint("conversation_id", "author_id", "client_id"),
         # Ids are never reused, so `before`/`after` cursors stay meaningful.
@@ -330,6 +340,8 @@ class Message(MessageBase, table=True):
     # The content as search compares it (db.fold: case-folded, normalized),
     # kept beside it so each database can index it (migration 0002).
     search_text: str | None = None
+    # Its place in the conversation: 1, 2, 3… in id order (Conversation.message_seq).
+    seq: int = Field(default=0, sa_type=ID)
 
 
 class MessageCreate(MessageBase):
@@ -366,6 +378,10 @@ class Conversation(ConversationBase, table=True):
     # (NULL for the other kinds, and NULLs never collide):
     direct_key: str | None = Field(default=None, unique=True)  # "<low id>:<high id>"
     channel_key: str | None = Field(default=None, unique=True)  # casefolded title
+    # The seq of its newest message, i.e. how many were ever sent here. With
+    # Message.seq it makes an unread count a subtraction (pages.UNREAD_COUNTS)
+    # that costs the same for one unread message or a million.
+    message_seq: int = Field(default=0, sa_type=ID)
 
 
 class ConversationCreate(ConversationBase):

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypedDict
 
 from fastapi import Response
 from pydantic_core import to_json
-from sqlalchemy import ColumnElement, Row, and_, bindparam, false, func, text
+from sqlalchemy import ColumnElement, Row, and_, bindparam, false, func, text, true
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -211,22 +211,52 @@ LAST_MESSAGES = MESSAGE_ROWS.where(
         select(_newest_id).where(col(Conversation.id).in_(bindparam("ids", expanding=True)))
     )
 )
-UNREAD_COUNTS = (
-    select(Message.conversation_id, func.count())
-    .join(
-        Membership,
-        and_(
-            col(Membership.conversation_id) == Message.conversation_id,
-            col(Membership.user_id) == bindparam("viewer_id"),
-        ),
-    )
+# Unread: messages after the read marker, less the reader's own and the
+# deleted ones. Counting them one by one would cost a member who has not read
+# a busy channel a million rows per sidebar load. Instead: the seq of the
+# newest message minus the seq at the marker (two index lookups), less two
+# counts that walk only the reader's own messages and deleted ones after the
+# marker (their own indexes: models.Message).
+_read, _own, _gone = aliased(Message), aliased(Message), aliased(Message)
+_marker = Membership.last_read_message_id
+_seq_at_marker = (
+    select(_read.seq)
+    .where(_read.conversation_id == Membership.conversation_id, col(_read.id) <= _marker)
+    .order_by(col(_read.id).desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_own_after = (
+    select(func.count())
+    .select_from(_own)
     .where(
-        col(Message.conversation_id).in_(bindparam("ids", expanding=True)),
-        col(Message.id) > Membership.last_read_message_id,
-        Message.author_id != bindparam("viewer_id"),
-        Message.deleted == false(),
+        _own.conversation_id == Membership.conversation_id,
+        _own.author_id == bindparam("viewer_id"),
+        col(_own.id) > _marker,
     )
-    .group_by(col(Message.conversation_id))
+    .scalar_subquery()
+)
+_deleted_after = (
+    select(func.count())
+    .select_from(_gone)
+    .where(
+        _gone.conversation_id == Membership.conversation_id,
+        _gone.deleted == true(),
+        col(_gone.id) > _marker,
+        _gone.author_id != bindparam("viewer_id"),  # counted in _own_after already
+    )
+    .scalar_subquery()
+)
+UNREAD_COUNTS = (
+    select(
+        Membership.conversation_id,
+        Conversation.message_seq - func.coalesce(_seq_at_marker, 0) - _own_after - _deleted_after,
+    )
+    .join(Conversation, col(Conversation.id) == Membership.conversation_id)
+    .where(
+        Membership.user_id == bindparam("viewer_id"),
+        col(Membership.conversation_id).in_(bindparam("ids", expanding=True)),
+    )
 )
 
 

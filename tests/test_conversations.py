@@ -1,5 +1,6 @@
 """Conversations: kinds, membership, visibility, read markers and unread counts."""
 
+import random
 from typing import Any
 
 import pytest
@@ -524,6 +525,60 @@ def test_unread_count_starts_when_joining(client: TestClient) -> None:
     assert _unread(client, bob, channel) == 0
     send(client, alice, channel, "after bob came")
     assert _unread(client, bob, channel) == 1
+
+
+def test_unread_counts_agree_with_their_definition(client: TestClient) -> None:
+    """Unread counts are a subtraction of sequence numbers (pages.py), so
+    check them against the contract's words after a random mix of sends into
+    two conversations, deletions (own and others', the read message itself)
+    and read markers: messages newer than the marker, not mine, not deleted."""
+    rng = random.Random(2026)
+    people = {name: new_user(client, name) for name in ("alice", "bob", "carol")}
+    group = create_conversation(
+        client, people["alice"], kind="group", title="team", members=["bob", "carol"]
+    )["id"]
+    channel = create_conversation(client, people["bob"], kind="channel", title="talk")["id"]
+    for name in ("alice", "carol"):
+        client.post(f"/conversations/{channel}/join", headers=people[name])
+    sent: dict[int, list[dict[str, Any]]] = {group: [], channel: []}
+    markers = {(name, c): 0 for name in people for c in sent}
+    for step in range(120):
+        name, conversation = rng.choice(list(people)), rng.choice(list(sent))
+        action = rng.random()
+        if action < 0.6 or not sent[conversation]:
+            message = send(client, people[name], conversation, f"step {step}")
+            sent[conversation].append({**message, "author": name})
+        elif action < 0.75:
+            message = rng.choice(sent[conversation])
+            response = client.delete(
+                f"/messages/{message['id']}", headers=people[message["author"]]
+            )
+            assert response.status_code in (204, 404)  # 404: deleted already
+            message["deleted"] = True
+        else:
+            target = rng.choice(sent[conversation])["id"]
+            response = client.post(
+                f"/conversations/{conversation}/read",
+                json={"message_id": target},
+                headers=people[name],
+            )
+            assert response.status_code == 204
+            markers[name, conversation] = max(markers[name, conversation], target)
+        if step % 10 == 9:
+            for reader, headers in people.items():
+                listed = {
+                    c["id"]: c["unread_count"]
+                    for c in client.get("/conversations", headers=headers).json()
+                }
+                for c, messages in sent.items():
+                    expected = sum(
+                        1
+                        for m in messages
+                        if m["id"] > markers[reader, c]
+                        and m["author"] != reader
+                        and not m.get("deleted")
+                    )
+                    assert listed[c] == expected, (step, reader, c)
 
 
 def test_mark_read(client: TestClient) -> None:

@@ -219,8 +219,28 @@ def test_database_from_before_migrations_is_upgraded_with_its_data(
             "/conversations/2/messages", json={"content": "ok", "client_id": "c-1"}, headers=bob
         )
         assert (retry.status_code, retry.json()["id"]) == (200, 3)
-        new = send(client, alice, 2, "after the upgrade")
+        # Old messages were numbered (0008): unread counts stay right, for
+        # them and for one sent now. Alice wrote 1, Bob 2 (deleted) and 3.
+        unread = {
+            c["id"]: c["unread_count"] for c in client.get("/conversations", headers=alice).json()
+        }
+        assert unread == {1: 0, 2: 1}
+        new = send(client, bob, 2, "after the upgrade")
         assert new["id"] > 4
+        unread = {
+            c["id"]: c["unread_count"] for c in client.get("/conversations", headers=alice).json()
+        }
+        assert unread == {1: 0, 2: 2}
+        assert (
+            client.post("/conversations/2/read", json={"message_id": 1}, headers=alice).status_code
+            == 204
+        )
+        assert client.get("/conversations/2", headers=alice).json()["unread_count"] == 2
+        assert (
+            client.post("/conversations/2/read", json={"message_id": 3}, headers=alice).status_code
+            == 204
+        )
+        assert client.get("/conversations/2", headers=alice).json()["unread_count"] == 1
         found = client.get("/search/messages", params={"q": "UPGRADE"}, headers=alice).json()
         assert [m["id"] for m in found] == [new["id"]]
         general = client.get("/channels", headers=alice).json()

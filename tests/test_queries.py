@@ -142,3 +142,45 @@ def test_search_uses_the_trigram_index(client: TestClient, engine: Engine) -> No
             rows = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
             plan = "\n".join(row[0] for row in rows)
             assert "Bitmap Index Scan on ix_message_search_text_trgm" in plan, plan
+
+
+def test_unread_counts_walk_no_unread_message(client: TestClient, engine: Engine) -> None:
+    """EXPLAIN the unread count GET /conversations runs: every read of `message`
+    is an index search (the marker's seq; the reader's own and the deleted
+    messages after it), never a walk over the unread messages. So a member
+    with a million unread loads the sidebar as fast as one with none."""
+    alice, bob = new_user(client, "alice"), new_user(client, "bob")
+    general = client.get("/conversations", headers=bob).json()[0]["id"]
+    for i in range(50):
+        send(client, alice, general, f"unread by bob {i}")
+    captured: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "message_seq" in statement:
+            captured.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        listed = client.get("/conversations", headers=bob).json()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert listed[0]["unread_count"] == 50
+    [(statement, parameters)] = captured
+
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plan = [row[-1] for row in rows]
+            reads = [step for step in plan if " message_" in step]
+            assert reads == [
+                "SEARCH message_1 USING INDEX ix_message_conversation_id_id"
+                " (conversation_id=? AND id<?)",
+                "SEARCH message_2 USING COVERING INDEX ix_message_conversation_id_author_id_id"
+                " (conversation_id=? AND author_id=? AND id>?)",
+                "SEARCH message_3 USING INDEX ix_message_deleted_conversation_id_id"
+                " (conversation_id=? AND id>?)",
+            ], plan
+        else:
+            rows = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+            text = "\n".join(row[0] for row in rows)
+            assert "Seq Scan on message" not in text, text
