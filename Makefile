@@ -40,7 +40,7 @@ typecheck: $(VENV)/.dev-deps  ## Type-check with mypy (strict)
 
 check: lint typecheck test  ## Lint, type check, tests (CI also runs test-slow, PostgreSQL, audit)
 
-bench: $(VENV)/.dev-deps  ## Benchmark against a bare-hello app (needs wrk; about 6 min here); writes bench/results.md
+bench: $(VENV)/.dev-deps  ## Benchmark against a bare hello on uvloop + httptools (needs wrk; about 10 min here); writes bench/results.md
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 screenshots: $(VENV)/.dev-deps  ## Retake the web client's screenshots in docs/ (needs /usr/bin/chromium)
