@@ -48,6 +48,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from fastapi.security import OAuth2PasswordBearer, SecurityScopes
 from PIL import Image, ImageOps
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlmodel import Session
 
@@ -431,11 +432,16 @@ async def receive_file(request: Request, out: IO[bytes]) -> FilePart:
             "refused",
         )
     part = FilePart(boundary, settings.ATTACHMENT_MAX_BYTES)
-    async for chunk in request.stream():
-        part.parser.write(chunk)
-        if part.pending_bytes >= WRITE_CHUNK:
-            await anyio.to_thread.run_sync(out.write, part.take())
-    part.parser.finalize()
+    try:
+        async for chunk in request.stream():
+            part.parser.write(chunk)
+            if part.pending_bytes >= WRITE_CHUNK:
+                await anyio.to_thread.run_sync(out.write, part.take())
+        part.parser.finalize()
+    except MultipartParseError as error:
+        raise Refused(
+            status.HTTP_400_BAD_REQUEST, f"Not a multipart/form-data body: {error}", "refused"
+        ) from None
     if part.pending:
         await anyio.to_thread.run_sync(out.write, part.take())
     if part.filename is None:
@@ -653,9 +659,18 @@ def read_attachment_or_thumbnail(
 SignedUser = Annotated[int | None, Query(ge=1, le=MAX_ID, description=SIGNED_URL_QUERY["u"])]
 Expires = Annotated[int | None, Query(ge=0, le=MAX_ID, description=SIGNED_URL_QUERY["exp"])]
 Signature = Annotated[str | None, Query(max_length=64, description=SIGNED_URL_QUERY["sig"])]
+# Every type a file is served as.
+SERVED_TYPES: dict[str, dict[str, Any]] = {
+    content_type: {}
+    for content_type in (
+        *IMAGE_TYPES.values(),
+        *(content_type for _, content_type in FILE_TYPES),
+        "application/octet-stream",
+    )
+}
 FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The file", "content": {"application/octet-stream": {}}},
-    206: {"description": "The part asked for with Range"},
+    200: {"description": "The file", "content": SERVED_TYPES},
+    206: {"description": "The part asked for with Range", "content": SERVED_TYPES},
     **error_responses({**NOT_FOUND, **BAD_LINK}),
 }
 

@@ -454,6 +454,22 @@ def test_refused_uploads(client: TestClient) -> None:
     assert upload(client, alice, group, b"", name="empty.txt").status_code == 422
     two = [("file", ("a.txt", b"a", "text/plain")), ("file", ("b.txt", b"b", "text/plain"))]
     assert client.post(path, files=two, headers=alice).status_code == 422
+    malformed = b"--XyZ\r\nno colon here\r\n\r\nx\r\n--XyZ--\r\n"
+    response = client.post(
+        path,
+        content=malformed,
+        headers={**alice, "Content-Type": "multipart/form-data; boundary=XyZ"},
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("Not a multipart/form-data body")
+    unfinished = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nab'
+    response = client.post(
+        path,
+        content=unfinished,
+        headers={**alice, "Content-Type": "multipart/form-data; boundary=XyZ"},
+    )
+    assert response.status_code == 422
+    assert "ended before the file did" in response.json()["detail"]
 
 
 # --- Deleting ----------------------------------------------------------------------------
