@@ -97,7 +97,7 @@ def delete_message_admin(
     events: Events,
 ) -> None:
     """Delete a message in any conversation, as if its author had: the text
-    is erased, a tombstone keeps its place, and the members get a
+    and the attachments are erased, a tombstone keeps its place, and the members get a
     `message.deleted` event. Deleting a tombstone again changes nothing."""
     message = crud.get_message(session, message_id)
     if message is None:

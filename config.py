@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     # How many argon2 hashes one worker process runs at once (19 MiB each).
     HASH_CONCURRENCY: int = Field(default=2, ge=1)
     MAX_BODY_BYTES: int = Field(default=64 * 1024, ge=1)
+    # Attachments (attachments.py): the largest file one upload may carry
+    # (every other route keeps MAX_BODY_BYTES), what one user's uploads may
+    # take on disk altogether, and the most pixels an image may decode to
+    # (a few kilobytes can claim gigapixels: a decompression bomb).
+    ATTACHMENT_MAX_BYTES: int = Field(default=10 * 1024 * 1024, ge=1)
+    ATTACHMENT_QUOTA_BYTES: int = Field(default=1024 * 1024 * 1024, ge=1)
+    ATTACHMENT_MAX_PIXELS: int = Field(default=50_000_000, ge=1)
+    # How long a signed attachment URL in message JSON works, and how long an
+    # upload nobody sent is kept.
+    ATTACHMENT_URL_SECONDS: int = Field(default=3600, ge=60)
+    ATTACHMENT_UNSENT_HOURS: float = Field(default=24, gt=0)
     # A client gets this long to send a request's line and headers, and at
     # most this long between two pieces of its body; then it is cut off.
     REQUEST_HEAD_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)

@@ -28,6 +28,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from config import settings
 from db import GENERAL_CHANNEL, fold
 from models import (
+    Attachment,
     AuthSession,
     ClientAttempt,
     Conversation,
@@ -36,13 +37,11 @@ from models import (
     Membership,
     Message,
     MessageCreate,
-    MessagePublic,
     RefreshToken,
     RevokedToken,
     Role,
     User,
     UserCreate,
-    UserPublic,
     utcnow,
 )
 
@@ -559,14 +558,6 @@ def mark_read(session: Session, membership: Membership, message_id: int) -> bool
 # --- Messages --------------------------------------------------------------
 
 
-def message_public(message: Message, author: User) -> MessagePublic:
-    # model_validate reads the row's attributes: SQLModel turns on Pydantic's
-    # from_attributes (once called orm_mode) for every class.
-    return MessagePublic.model_validate(
-        message, update={"author": UserPublic.model_validate(author)}
-    )
-
-
 def latest_message_id(session: Session, conversation: Conversation) -> int:
     newest = session.exec(
         select(func.max(Message.id)).where(Message.conversation_id == conversation.id)
@@ -610,14 +601,16 @@ def send_retry_after(session: Session, author: User, now: datetime) -> int | Non
 
 def create_message(
     session: Session, conversation: Conversation, author: User, message_in: MessageCreate
-) -> tuple[Message, bool]:
+) -> tuple[Message, bool] | None:
     """Store the message and return it with True; or, if this author already
-    sent its client_id here, return that earlier message with False."""
+    sent its client_id here, return that earlier message with False. None
+    if its attachment_ids are not all the author's unsent uploads here."""
     client_id = message_in.client_id
     if client_id is not None:
         earlier = get_message_by_client_id(session, conversation, author, client_id)
         if earlier is not None:
             return earlier, False
+    content = message_in.content or ""
     # The conversation's next seq. Taking it locks the conversation's row until
     # the commit, so on PostgreSQL too a later id always gets a later seq.
     seq = (
@@ -635,12 +628,17 @@ def create_message(
         update={
             "conversation_id": conversation.id,
             "author_id": author.id,
-            "search_text": fold(message_in.content),
+            "content": content,
+            "search_text": fold(content),
             "seq": seq,
+            "attachment_count": len(message_in.attachment_ids),
         },
     )
     session.add(message)
     try:
+        if message_in.attachment_ids and not _attach(session, message, message_in.attachment_ids):
+            session.rollback()
+            return None
         session.commit()
     except IntegrityError:
         # A concurrent retry with the same client_id committed first.
@@ -665,13 +663,90 @@ def edit_message(session: Session, message: Message, content: str) -> Message:
     return message
 
 
-def delete_message(session: Session, message: Message) -> None:
-    """Replace the message by a tombstone: the text is gone for good."""
+def delete_message(session: Session, message: Message) -> list[str]:
+    """Replace the message by a tombstone: the text is gone for good, and so
+    are its attachments' rows. Their storage keys, for their files to go too."""
     message.content = None
     message.search_text = None
     message.deleted = True
+    keys: list[str] = []
+    if message.attachment_count:
+        keys = list(
+            session.exec(
+                delete(Attachment)
+                .where(col(Attachment.message_id) == message.id)
+                .returning(col(Attachment.storage_key))
+            ).scalars()
+        )
+        message.attachment_count = 0
     session.add(message)
     session.commit()
+    return keys
+
+
+# --- Attachments -----------------------------------------------------------
+
+
+def _attach(session: Session, message: Message, attachment_ids: Collection[int]) -> bool:
+    """Give the message these attachments, if each is an unsent upload of its
+    author's in its conversation. The checks are part of the UPDATE, so two
+    sends racing with one upload cannot both have it."""
+    session.flush()  # gives the message its id
+    attached = session.exec(
+        update(Attachment)
+        .where(
+            col(Attachment.id).in_(attachment_ids),
+            col(Attachment.uploader_id) == message.author_id,
+            col(Attachment.conversation_id) == message.conversation_id,
+            col(Attachment.message_id).is_(None),
+        )
+        .values(message_id=message.id)
+    )
+    return attached.rowcount == len(attachment_ids)
+
+
+def get_attachment(session: Session, attachment_id: int) -> Attachment | None:
+    return session.get(Attachment, attachment_id)
+
+
+def stored_bytes(session: Session, user_id: int) -> int:
+    """What the user's uploads take on disk, sent or not (the quota's measure)."""
+    used = session.exec(
+        select(func.sum(Attachment.stored_bytes)).where(Attachment.uploader_id == user_id)
+    ).one()
+    return int(used or 0)
+
+
+def add_attachment(session: Session, attachment: Attachment, quota: int) -> bool:
+    """Store the row, unless it would take its uploader over `quota` bytes.
+    The user's row is locked meanwhile (SQLite's write lock does as much), so
+    that two uploads at once cannot both squeeze under it."""
+    session.exec(select(User.id).where(User.id == attachment.uploader_id).with_for_update())
+    if stored_bytes(session, attachment.uploader_id) + attachment.stored_bytes > quota:
+        session.rollback()
+        return False
+    session.add(attachment)
+    session.commit()
+    return True
+
+
+def delete_unsent_attachments(session: Session, before: datetime) -> list[str]:
+    """Drop the uploads never sent that were made before `before`: their storage keys."""
+    keys = list(
+        session.exec(
+            delete(Attachment)
+            .where(col(Attachment.message_id).is_(None), col(Attachment.created_at) < before)
+            .returning(col(Attachment.storage_key))
+        ).scalars()
+    )
+    session.commit()
+    return keys
+
+
+def known_storage_keys(session: Session, keys: Collection[str]) -> set[str]:
+    return set(
+        session.exec(select(Attachment.storage_key).where(col(Attachment.storage_key).in_(keys)))
+    )
 
 
 # "/" rather than a backslash: it needs no extra quoting on any database.

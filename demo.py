@@ -217,10 +217,11 @@ def _seed(session: Session) -> None:
     lines.sort(key=lambda line: line.at)
     written: list[tuple[Line, Message]] = []
     for line in lines:
-        message, _ = crud.create_message(
+        stored = crud.create_message(
             session, line.conversation, line.author, MessageCreate(content=line.content)
         )
-        written.append((line, message))
+        assert stored is not None  # no attachments: nothing to refuse
+        written.append((line, stored[0]))
     for line, message in written:
         message.created_at = line.at  # crud stamps "now"; the demo spreads them out
         session.add(message)

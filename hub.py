@@ -39,6 +39,7 @@ from sqlmodel import SQLModel
 import crud
 import db
 import metrics
+import pages
 from config import settings
 from models import Envelope, User, UserPublic
 
@@ -333,7 +334,10 @@ class Hub:
             if version is None:
                 continue  # not a member (any more)
             if socket.check_token(version, revoked) and envelope.event is not None:
-                delivered += socket.send(envelope.event)
+                event = envelope.event
+                if envelope.sign_urls:
+                    event = pages.sign_event_for(event, socket.user.id)
+                delivered += socket.send(event)
         if delivered:
             metrics.EVENTS_DELIVERED.inc(delivered)
             if envelope.published_at is not None:
@@ -372,10 +376,17 @@ class Outbox:
     def __init__(self) -> None:
         self.envelopes: list[Envelope] = []
 
-    def to_conversation(self, conversation_id: int, event: SQLModel) -> None:
-        """To every member of the conversation, as they are when it is delivered."""
+    def to_conversation(
+        self, conversation_id: int, event: SQLModel, *, sign_urls: bool = False
+    ) -> None:
+        """To every member of the conversation, as they are when it is
+        delivered; `sign_urls` for a message event with attachments."""
         self.envelopes.append(
-            Envelope(conversation_id=conversation_id, event=event.model_dump_json())
+            Envelope(
+                conversation_id=conversation_id,
+                event=event.model_dump_json(),
+                sign_urls=sign_urls,
+            )
         )
 
     def to_users(self, users: Iterable[User], event: SQLModel) -> None:

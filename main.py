@@ -6,6 +6,7 @@ middleware, the routers (one module per resource), and the web client.
 
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 import admin
+import attachments
 import conversations
 import db
 import demo
@@ -52,7 +54,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gc.collect()
         gc.freeze()
         # Requests are served, and live events flow, while the app runs.
-        async with db.serving(), hub.hub.running():
+        async with db.serving(), hub.hub.running(), attachments.sweeping():
             yield
         gc.unfreeze()
         db.engine.dispose()
@@ -93,6 +95,7 @@ app = FastAPIOffline(
         {"name": "users", "description": "Sign up, your profile and password, people."},
         {"name": "conversations", "description": "Direct messages, groups, channels."},
         {"name": "messages", "description": "Send, read, edit, delete and search."},
+        {"name": "attachments", "description": "Files and images to send with messages."},
         {"name": "admin", "description": "Moderation: needs the `admin` scope (admins only)."},
         {"name": "operations", "description": "For load balancers and monitoring."},
     ],
@@ -103,6 +106,11 @@ app.add_middleware(
     BodySizeLimitMiddleware,
     max_bytes=settings.MAX_BODY_BYTES,
     timeout=settings.REQUEST_BODY_TIMEOUT_SECONDS,
+    # Uploads: the file and the multipart around it (attachments.py counts the file).
+    larger=(
+        re.compile(r"/conversations/[^/]+/attachments"),
+        settings.ATTACHMENT_MAX_BYTES + attachments.MULTIPART_OVERHEAD,
+    ),
 )
 if settings.CORS_ORIGINS:
     # Tokens travel in the Authorization header, never in cookies: no credentials.
@@ -120,7 +128,7 @@ if settings.METRICS_TOKEN:  # nothing is measured per request unless someone may
 # Outermost: the request id is on every answer and every line logged meanwhile.
 app.add_middleware(logs.RequestLogMiddleware)
 
-for module in (sessions, users, conversations, messages, admin, operations, realtime):
+for module in (sessions, users, conversations, messages, attachments, admin, operations, realtime):
     app.include_router(module.router)
 app.include_router(metrics.router)
 

@@ -2,7 +2,7 @@
 
     python -m manage create-admin alice   # create alice as an admin, or make her one
     python -m manage remove-admin alice   # make her a member again
-    python -m manage backup PATH          # copy the database and its key into a new folder
+    python -m manage backup PATH          # copy the database, key and attachments to a new folder
     python -m manage restore PATH         # put such a copy back (the service stopped)
 
 They read the same settings as the service (DATA_DIR, DATABASE_URL, ...), so
@@ -32,6 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import make_url
 from sqlalchemy.exc import OperationalError
 
+import attachments
 import crud
 import db
 from auth import hash_password
@@ -108,13 +109,15 @@ def remove_admin(username: str) -> str:
 # --- Backup and restore (SQLite) ---------------------------------------------
 
 BACKUP_DATABASE = "messageapp.db"  # the database's name inside a backup folder
+BACKUP_ATTACHMENTS = "attachments"  # the uploaded files' folder inside one
 # What DATA_DIR holds besides the database that a restored service needs:
 # without the key that signed them, every token in use is refused.
 KEY_FILES = (SECRET_KEY_FILE,)
 
 
 def backup(path: str) -> str:
-    """Copy the database and its key file into PATH, a new folder, while the service runs."""
+    """Copy the database, its key file and the attachments into PATH, a new
+    folder, while the service runs."""
     database = sqlite_database("backup")
     target = Path(path)
     if target.exists():
@@ -129,20 +132,27 @@ def backup(path: str) -> str:
     partial.mkdir(mode=0o700)  # private, as DATA_DIR is
     try:
         with db.in_use(db.engine):  # no restore can start meanwhile
+            # Files before and after the database (a file never changes once
+            # written): every attachment the copy names has its file.
+            files = copy_attachments(attachments.root(), partial / BACKUP_ATTACHMENTS)
             copy_database(database, partial / BACKUP_DATABASE)
+            files += copy_attachments(attachments.root(), partial / BACKUP_ATTACHMENTS)
         keys = copy_files(KEY_FILES, settings.DATA_DIR, partial)
         partial.rename(target)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    done = f"Backed up {database} and {', '.join(keys) or 'no key file'} into {target}."
+    done = (
+        f"Backed up {database}, {', '.join(keys) or 'no key file'} and {files} attachment "
+        f"files into {target}."
+    )
     if os.environ.get("SECRET_KEY"):
         done += " SECRET_KEY comes from the environment: keep it with the backup yourself."
     return f"{done} Restore it with the service stopped: python -m manage restore {target}"
 
 
 def restore(path: str) -> str:
-    """Put the backup in folder PATH back (database and key file); the service stopped."""
+    """Put the backup in folder PATH back (database, key file, attachments); the service stopped."""
     database = sqlite_database("restore")
     source = Path(path) / BACKUP_DATABASE
     if not source.is_file():
@@ -159,10 +169,11 @@ def restore(path: str) -> str:
         kept = set_aside(database)
         copy_database(source, database)
         keys = copy_files(KEY_FILES, Path(path), settings.DATA_DIR)
+        files = restore_attachments(Path(path) / BACKUP_ATTACHMENTS)
         checked = integrity(database)
     if checked != "ok":
         raise CommandFailed(f"The restored database fails its integrity check: {checked}")
-    done = f"Restored {database} and {', '.join(keys) or 'no key file'} from {path}"
+    done = f"Restored {database}, {', '.join(keys) or 'no key file'} and {files} from {path}"
     if kept is not None:
         done += f"; the database it replaced is kept as {kept} (delete it when you are sure)"
     return f"{done}. Integrity check: ok. Start the service."
@@ -238,6 +249,39 @@ def copy_files(names: tuple[str, ...], source: Path, target: Path) -> list[str]:
             os.replace(partial, target / name)
             copied.append(name)
     return copied
+
+
+def copy_attachments(source: Path, target: Path) -> int:
+    """Copy the attachment files of `source` that `target` lacks (never the
+    uploads still arriving, in tmp/), private; each whole or not at all.
+    How many were copied."""
+    copied = 0
+    if not source.is_dir():
+        return 0
+    for folder in sorted(p for p in source.iterdir() if p.is_dir() and p.name != "tmp"):
+        (target / folder.name).mkdir(mode=0o700, parents=True, exist_ok=True)
+        for file in folder.iterdir():
+            if file.is_file() and not (target / folder.name / file.name).exists():
+                try:
+                    copied += len(copy_files((file.name,), folder, target / folder.name))
+                except FileNotFoundError:
+                    pass  # deleted meanwhile, with its row
+    return copied
+
+
+def restore_attachments(source: Path) -> str:
+    """Put the backup's attachments in place; the folder they replace is kept aside."""
+    if not source.is_dir():
+        return "no attachments (the backup has none; those in place stay)"
+    current = attachments.root()
+    if current.exists():
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        current.rename(current.with_name(f"{current.name}.before-restore-{stamp}"))
+    partial = current.with_name(f".{current.name}.partial-{os.getpid()}")
+    partial.mkdir(mode=0o700)
+    copied = copy_attachments(source, partial)
+    partial.rename(current)
+    return f"{copied} attachment files"
 
 
 COMMANDS = {

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 from sqlmodel import Session
 
+import attachments
 import crud
 import pages
 from access import (
@@ -46,8 +47,11 @@ def delete_message_for_all(
     """Leave a tombstone and tell the members; a deleted message stays as it
     is. Shared by the author's delete and the admin's (admin.py)."""
     if not message.deleted:
-        crud.delete_message(session, message)
-        tombstone = crud.message_public(message, author)
+        files = crud.delete_message(session, message)
+        # After the commit: a crash in between leaves files without rows,
+        # which attachments.sweep removes, never rows without files.
+        attachments.remove_files(files)
+        tombstone = pages.message_public(session, message, author, author)
         events.to_conversation(
             message.conversation_id, MessageEvent(type="message.deleted", message=tombstone)
         )
@@ -68,6 +72,7 @@ def delete_message_for_all(
             {
                 **NOT_VISIBLE,
                 **NOT_JOINED,
+                422: "Bad input, or attachment_ids not all your unsent uploads here",
                 429: "Over SEND_MAX_PER_MINUTE (default 120) messages in a minute; see Retry-After",
             }
         ),
@@ -87,6 +92,10 @@ def create_message(
                     "summary": "With a client_id, safe to retry",
                     "value": {"content": "Hello, world!", "client_id": "3f2b9c1e-0001"},
                 },
+                "attachments": {
+                    "summary": "With files uploaded to POST /conversations/{id}/attachments",
+                    "value": {"content": "The screenshots", "attachment_ids": [1, 2]},
+                },
             }
         ),
     ],
@@ -94,6 +103,9 @@ def create_message(
 ) -> MessagePublic:
     """Send a message (1–4000 characters) to a conversation you are in. One
     account may send 120 messages a minute (over all conversations).
+
+    To share files, upload each first (POST /conversations/{id}/attachments)
+    and name up to 10 of them in `attachment_ids`; `content` is optional then.
 
     Give a `client_id` (any string of up to 64 characters, unique per message
     you send) to make retries safe: sending the same `client_id` again returns
@@ -109,11 +121,20 @@ def create_message(
         retry_after = crud.send_retry_after(session, user, utcnow())
         if retry_after is not None:
             raise too_many("send", "You are sending too fast; try again later", retry_after)
-    message, created = crud.create_message(session, access.conversation, user, message_in)
-    public = crud.message_public(message, user)
+    stored = crud.create_message(session, access.conversation, user, message_in)
+    if stored is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail="attachment_ids: each must be an upload of yours to this conversation, "
+            "not sent yet",
+        )
+    message, created = stored
+    public = pages.message_public(session, message, user, user)
     if created:
         events.to_conversation(
-            message.conversation_id, MessageEvent(type="message.created", message=public)
+            message.conversation_id,
+            MessageEvent(type="message.created", message=public),
+            sign_urls=bool(public.attachments),
         )
     else:
         response.status_code = status.HTTP_200_OK
@@ -128,6 +149,7 @@ def create_message(
 )
 def read_messages(
     session: SessionDep,
+    user: Reader,
     access: ReadableConversation,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Annotated[
@@ -149,7 +171,9 @@ def read_messages(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail="Give either before or after, not both",
         )
-    page = pages.message_history(session, access.conversation, limit, before=before, after=after)
+    page = pages.message_history(
+        session, access.conversation, user, limit, before=before, after=after
+    )
     return JSONRows(page)
 
 
@@ -158,10 +182,10 @@ def read_messages(
     summary="One message",
     responses=error_responses(MESSAGE_NOT_VISIBLE),
 )
-def read_message(session: SessionDep, visible: ReadableMessage) -> MessagePublic:
+def read_message(session: SessionDep, user: Reader, visible: ReadableMessage) -> MessagePublic:
     """A message from a conversation you can see. A deleted one is a tombstone."""
     message = visible.message
-    return crud.message_public(message, crud.get_author(session, message))
+    return pages.message_public(session, message, crud.get_author(session, message), user)
 
 
 @router.patch(
@@ -192,9 +216,11 @@ def update_message(
     if message.deleted:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="Message was deleted")
     message = crud.edit_message(session, message, message_in.content)
-    public = crud.message_public(message, user)
+    public = pages.message_public(session, message, user, user)
     events.to_conversation(
-        message.conversation_id, MessageEvent(type="message.updated", message=public)
+        message.conversation_id,
+        MessageEvent(type="message.updated", message=public),
+        sign_urls=bool(public.attachments),
     )
     return public
 
@@ -208,8 +234,8 @@ def update_message(
 def delete_message(
     session: SessionDep, user: Writer, visible: WritableMessage, events: Events
 ) -> None:
-    """Delete a message you sent. Its text is erased; a tombstone
-    (`deleted: true`, `content: null`) keeps its place in the history."""
+    """Delete a message you sent. Its text and its attachments are erased; a
+    tombstone (`deleted: true`, `content: null`) keeps its place in the history."""
     message = visible.message
     if message.author_id != user.id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Not your message")

@@ -106,6 +106,17 @@ DB_WAIT_SECONDS = Histogram(
     ["turn"],
     buckets=WAIT_BUCKETS,
 )
+UploadOutcome = Literal["stored", "too_large", "over_quota", "bad_image", "refused"]
+ATTACHMENT_UPLOADS_BY_OUTCOME = Counter(
+    "messageapp_attachment_uploads",
+    "Attachment uploads, by outcome: stored, too_large (ATTACHMENT_MAX_BYTES), over_quota, "
+    "bad_image (broken, or over ATTACHMENT_MAX_PIXELS), refused (no file, not multipart...)",
+    ["outcome"],
+)
+ATTACHMENT_BYTES = Counter(
+    "messageapp_attachment_stored_bytes",
+    "Bytes of attachments stored (files and thumbnails)",
+)
 
 # Every label value exists from the start, at zero, so that a rate over them
 # is 0 rather than missing until the first one happens.
@@ -113,6 +124,9 @@ for _reason in get_args(DropReason):
     EVENTS_DROPPED.labels(_reason)
 for _limit in get_args(Limit):
     LIMITED.labels(_limit)
+ATTACHMENT_UPLOADS = {
+    outcome: ATTACHMENT_UPLOADS_BY_OUTCOME.labels(outcome) for outcome in get_args(UploadOutcome)
+}
 # Looked up once: every request records one or two waits.
 DB_WAITS = {turn: DB_WAIT_SECONDS.labels(turn) for turn in get_args(Turn)}
 

@@ -1,6 +1,8 @@
 """What sits between the server and FastAPI: pure ASGI middleware that
 bounds request bodies and adds the browser security headers."""
 
+import re
+
 import anyio
 from fastapi import HTTPException, status
 from starlette.datastructures import Headers, MutableHeaders
@@ -21,17 +23,28 @@ class BodySizeLimitMiddleware:
     few bytes and then nothing (slow loris) from holding a request forever.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout: float,
+        larger: tuple[re.Pattern[str], int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
+        # (paths, bytes): the paths that take larger bodies (uploads), and how large.
+        self.larger = larger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.max_bytes
+        if self.larger is not None and self.larger[0].fullmatch(scope["path"]):
+            max_bytes = self.larger[1]
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isdigit() and int(declared) > max_bytes:
             response = JSONResponse(
                 {"detail": TOO_LARGE}, status_code=status.HTTP_413_CONTENT_TOO_LARGE
             )
@@ -52,7 +65,7 @@ class BodySizeLimitMiddleware:
                 raise HTTPException(status.HTTP_408_REQUEST_TIMEOUT, detail=TOO_SLOW)
             received += len(message.get("body", b""))
             body_done = not message.get("more_body", False)
-            if received > self.max_bytes:
+            if received > max_bytes:
                 raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail=TOO_LARGE)
             return message
 
@@ -96,7 +109,9 @@ class SecurityHeadersMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                headers["Content-Security-Policy"] = policy
+                # A response with a policy of its own (an attachment's,
+                # stricter) keeps it.
+                headers.setdefault("Content-Security-Policy", policy)
                 headers["X-Content-Type-Options"] = "nosniff"
                 headers["X-Frame-Options"] = "DENY"
                 headers["Referrer-Policy"] = "no-referrer"

@@ -298,6 +298,19 @@ ATTEMPT_LOGIN_FAILURE = "login_failure"
 ATTEMPT_SIGNUP = "signup"
 
 
+class AttachmentPublic(SQLModel):
+    id: int
+    name: str
+    size: int
+    content_type: str
+    width: int | None  # images only
+    height: int | None
+    # Signed for the reader, valid for ATTACHMENT_URL_SECONDS: an <img> or a
+    # link works without the Authorization header.
+    url: str
+    thumbnail_url: str | None  # images only
+
+
 # --- Messages --------------------------------------------------------------
 
 
@@ -342,10 +355,30 @@ class Message(MessageBase, table=True):
     search_text: str | None = None
     # Its place in the conversation: 1, 2, 3… in id order (Conversation.message_seq).
     seq: int = Field(default=0, sa_type=ID)
+    # How many attachments it carries (migration 0009): a page without any
+    # costs no query for them (pages.with_attachments).
+    attachment_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
+MAX_ATTACHMENTS = 10
 
 
 class MessageCreate(MessageBase):
-    content: MessageText
+    # Optional when the message carries attachments; stored as "" then.
+    content: MessageText | None = None
+    attachment_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list,
+        max_length=MAX_ATTACHMENTS,
+        description="Up to 10 of your own uploads to this conversation, not sent yet",
+    )
+
+    @model_validator(mode="after")
+    def check_something_to_send(self) -> Self:
+        if self.content is None and not self.attachment_ids:
+            raise ValueError("a message needs content, attachment_ids or both")
+        if len(set(self.attachment_ids)) != len(self.attachment_ids):
+            raise ValueError("attachment_ids names an attachment twice")
+        return self
 
 
 class MessageUpdate(SQLModel):
@@ -356,10 +389,42 @@ class MessagePublic(MessageBase):
     id: int
     conversation_id: int
     author: UserPublic
-    content: str | None  # null once deleted
+    content: str | None  # null once deleted; "" for attachments without text
     created_at: datetime
     edited_at: datetime | None
     deleted: bool
+    attachments: list[AttachmentPublic]
+
+
+# --- Attachments -----------------------------------------------------------
+
+
+class Attachment(SQLModel, table=True):
+    """A file uploaded to a conversation (attachments.py). Its bytes live in
+    DATA_DIR/attachments under `storage_key`; the row is written only once
+    the file is complete there (migration 0009)."""
+
+    __table_args__ = (
+        # The uploads nobody sent, oldest first, for the daily clean-up.
+        Index("ix_attachment_message_id_created_at", "message_id", "created_at"),
+        # A user's uploads, for the quota.
+        Index("ix_attachment_uploader_id", "uploader_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    conversation_id: int = Field(foreign_key="conversation.id", sa_type=ID)
+    uploader_id: int = Field(foreign_key="user.id", sa_type=ID)
+    message_id: int | None = Field(default=None, foreign_key="message.id", sa_type=ID)
+    storage_key: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=255)
+    content_type: str = Field(max_length=100)  # from the bytes, never from the client
+    size: int = Field(sa_type=ID)  # of the stored file
+    # The bytes it counts against the uploader's quota: the file and its thumbnail.
+    stored_bytes: int = Field(sa_type=ID)
+    width: int | None = None  # images only
+    height: int | None = None
+    has_thumbnail: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 # --- Conversations ---------------------------------------------------------
@@ -501,6 +566,9 @@ class Envelope(SQLModel):
     user_ids: list[int] = Field(default_factory=list)  # or to these users
     skip_user_id: int | None = None  # not to this user (typing is not echoed)
     event: str | None = None  # the event's JSON; None: only re-check tokens
+    # A message event with attachments: each recipient gets its URLs signed
+    # for them (pages.sign_event_for).
+    sign_urls: bool = False
     origin: str | None = None  # the process that sent it through Redis
     # When it was published, in seconds since the epoch (wall time, which
     # every process shares, unlike monotonic time): for the delivery delay.

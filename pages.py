@@ -11,10 +11,15 @@ UserPublic, MessagePublic and ConversationPublic, key for key and type for
 type. Each list costs a fixed number of queries, however many rows it has.
 """
 
+import base64
+import hashlib
+import hmac
+import json
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from fastapi import Response
 from pydantic_core import to_json
@@ -22,15 +27,20 @@ from sqlalchemy import ColumnElement, Row, and_, bindparam, false, func, text, t
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
+from config import settings
 from crud import LIKE_ESCAPE, escape_like, lower_username
 from db import fold, is_sqlite
 from models import (
+    Attachment,
+    AttachmentPublic,
     Conversation,
     ConversationKind,
     ConversationPublic,
     Membership,
     Message,
+    MessagePublic,
     User,
+    UserPublic,
 )
 
 
@@ -44,6 +54,19 @@ class UserJSON(TypedDict):
     created_at: datetime
 
 
+class AttachmentJSON(TypedDict):
+    """AttachmentPublic, as a dict."""
+
+    id: int
+    name: str
+    size: int
+    content_type: str
+    width: int | None
+    height: int | None
+    url: str
+    thumbnail_url: str | None
+
+
 class MessageJSON(TypedDict):
     """MessagePublic, as a dict."""
 
@@ -55,6 +78,7 @@ class MessageJSON(TypedDict):
     created_at: datetime
     edited_at: datetime | None
     deleted: bool
+    attachments: list[AttachmentJSON]
 
 
 class ConversationJSON(TypedDict):
@@ -116,24 +140,169 @@ MESSAGE_ROWS = select(  # type: ignore[call-overload]
     Message.created_at,
     Message.edited_at,
     Message.deleted,
+    Message.attachment_count,
     *USER_COLUMNS,
 ).join(User, col(User.id) == Message.author_id)
 
 
 def message_json(row: Row[Any]) -> MessageJSON:
-    """A row of MESSAGE_ROWS as MessagePublic's JSON has it."""
+    """A row of MESSAGE_ROWS as MessagePublic's JSON has it, its attachments
+    left to `messages_json`."""
     # Unpacking a row is quicker than reading it by name.
     id_, conversation_id, client_id, content, created_at, edited_at, deleted = tuple(row[:7])
     return {
         "id": id_,
         "conversation_id": conversation_id,
-        "author": user_json(row[7:]),
+        "author": user_json(row[8:]),
         "content": content,
         "client_id": client_id,
         "created_at": created_at,
         "edited_at": edited_at,
         "deleted": deleted,
+        "attachments": [],
     }
+
+
+def messages_json(session: Session, rows: Iterable[Any], viewer: User) -> list[MessageJSON]:
+    """Rows of MESSAGE_ROWS as MessagePublic's JSON, attachments included:
+    one more query if any of them has some, none otherwise."""
+    messages, with_files = [], []
+    for row in rows:
+        message = message_json(row)
+        messages.append(message)
+        if row[7]:  # attachment_count
+            with_files.append(message)
+    if with_files:
+        add_attachments(session, with_files, viewer)
+    return messages
+
+
+# --- Attachments and their signed URLs -------------------------------------------
+
+# The columns of an AttachmentPublic, with the message it belongs to first.
+ATTACHMENT_ROWS = (
+    select(  # type: ignore[call-overload]
+        Attachment.message_id,
+        Attachment.id,
+        Attachment.name,
+        Attachment.size,
+        Attachment.content_type,
+        Attachment.width,
+        Attachment.height,
+        Attachment.has_thumbnail,
+    )
+    .where(col(Attachment.message_id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(Attachment.id))
+)
+
+Variant = Literal["file", "thumbnail"]
+# Derived from SECRET_KEY for this one use: a URL's signature is no token.
+URL_KEY = hmac.new(settings.SECRET_KEY.encode(), b"attachment URLs", hashlib.sha256).digest()
+
+
+def url_signature(variant: Variant, attachment_id: int, user_id: int, expires: int) -> str:
+    mac = hmac.new(URL_KEY, f"{variant}:{attachment_id}:{user_id}:{expires}".encode(), "sha256")
+    return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
+
+
+def url_expiry(now: float) -> int:
+    """When URLs signed now expire: ATTACHMENT_URL_SECONDS from now, rounded
+    up to a sixth of it, so that URLs signed a little apart are the same URL
+    and the browser's cache serves the second."""
+    lifetime = settings.ATTACHMENT_URL_SECONDS
+    step = max(1, lifetime // 6)
+    return int(now) // step * step + lifetime
+
+
+def attachment_url(variant: Variant, attachment_id: int, user_id: int, expires: int) -> str:
+    """GET /attachments/{id} (or its thumbnail) for `user_id`, until `expires`."""
+    path = f"/attachments/{attachment_id}" + ("/thumbnail" if variant == "thumbnail" else "")
+    signature = url_signature(variant, attachment_id, user_id, expires)
+    return f"{path}?u={user_id}&exp={expires}&sig={signature}"
+
+
+def attachment_json(
+    id_: int,
+    name: str,
+    size: int,
+    content_type: str,
+    width: int | None,
+    height: int | None,
+    has_thumbnail: bool,
+    viewer_id: int,
+    expires: int,
+) -> AttachmentJSON:
+    return {
+        "id": id_,
+        "name": name,
+        "size": size,
+        "content_type": content_type,
+        "width": width,
+        "height": height,
+        "url": attachment_url("file", id_, viewer_id, expires),
+        "thumbnail_url": attachment_url("thumbnail", id_, viewer_id, expires)
+        if has_thumbnail
+        else None,
+    }
+
+
+def add_attachments(session: Session, messages: Sequence[MessageJSON], viewer: User) -> None:
+    """Fill in the attachments of `messages`, with URLs signed for `viewer`, in one query."""
+    assert viewer.id is not None
+    by_id = {message["id"]: message for message in messages}
+    expires = url_expiry(time.time())
+    rows = session.connection().execute(ATTACHMENT_ROWS, {"ids": list(by_id)})
+    for message_id, id_, name, size, content_type, width, height, has_thumbnail in rows:
+        by_id[message_id]["attachments"].append(
+            attachment_json(
+                id_, name, size, content_type, width, height, has_thumbnail, viewer.id, expires
+            )
+        )
+
+
+def attachment_public(attachment: Attachment, viewer: User) -> AttachmentPublic:
+    assert attachment.id is not None and viewer.id is not None
+    return AttachmentPublic.model_validate(
+        attachment_json(
+            attachment.id,
+            attachment.name,
+            attachment.size,
+            attachment.content_type,
+            attachment.width,
+            attachment.height,
+            attachment.has_thumbnail,
+            viewer.id,
+            url_expiry(time.time()),
+        )
+    )
+
+
+def message_public(session: Session, message: Message, author: User, viewer: User) -> MessagePublic:
+    """One message as `viewer` sees it: a query for its attachments if it has any."""
+    attachments: list[AttachmentJSON] = []
+    if message.attachment_count:
+        page = [{"id": message.id, "attachments": attachments}]
+        add_attachments(session, page, viewer)  # type: ignore[arg-type]
+    # model_validate reads the row's attributes: SQLModel turns on Pydantic's
+    # from_attributes (once called orm_mode) for every class.
+    return MessagePublic.model_validate(
+        message,
+        update={"author": UserPublic.model_validate(author), "attachments": attachments},
+    )
+
+
+def sign_event_for(event: str, user_id: int) -> str:
+    """A message event's JSON with its attachments' URLs signed for `user_id`:
+    the hub signs each recipient's own (hub.Hub.deliver)."""
+    data = json.loads(event)
+    expires = url_expiry(time.time())
+    for attachment in data["message"]["attachments"]:
+        attachment["url"] = attachment_url("file", attachment["id"], user_id, expires)
+        if attachment["thumbnail_url"] is not None:
+            attachment["thumbnail_url"] = attachment_url(
+                "thumbnail", attachment["id"], user_id, expires
+            )
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 # --- Conversation lists ------------------------------------------------------------
@@ -292,8 +461,7 @@ def conversation_page(
         for row in connection.execute(MEMBERS, private):
             members[row[0]].append(user_json(row[1:]))
     last: dict[int | None, MessageJSON] = {}
-    for row in connection.execute(LAST_MESSAGES, page):
-        message = message_json(row)
+    for message in messages_json(session, connection.execute(LAST_MESSAGES, page), viewer):
         last[message["conversation_id"]] = message
     unread: dict[int | None, int] = {
         row[0]: row[1] for row in connection.execute(UNREAD_COUNTS, page)
@@ -343,6 +511,7 @@ PAGE_AFTER = _PAGE.where(col(Message.id) > bindparam("cursor")).order_by(col(Mes
 def message_history(
     session: Session,
     conversation: Conversation,
+    viewer: User,
     limit: int,
     before: int | None = None,
     after: int | None = None,
@@ -351,12 +520,12 @@ def message_history(
     params = {"conversation_id": conversation.id, "limit": limit}
     if after is not None:
         rows = session.connection().execute(PAGE_AFTER, {**params, "cursor": after})
-        return [message_json(row) for row in rows]
+        return messages_json(session, rows, viewer)
     if before is not None:
         rows = session.connection().execute(PAGE_BEFORE, {**params, "cursor": before})
     else:
         rows = session.connection().execute(NEWEST_PAGE, params)
-    return [message_json(row) for row in reversed(rows.all())]
+    return messages_json(session, reversed(rows.all()), viewer)
 
 
 def _membership_of(viewer: User) -> ColumnElement[bool]:
@@ -380,7 +549,7 @@ def search_messages(
     )
     if conversation_id is not None:
         query = query.where(Message.conversation_id == conversation_id)
-    return [message_json(row) for row in session.exec(query)]
+    return messages_json(session, session.exec(query), viewer)
 
 
 # Trigram indexes know strings of 3 characters or more: a shorter query

@@ -152,6 +152,44 @@ export async function request(method, path, body, { anonymous = false } = {}) {
   return data;
 }
 
+// One file to POST /conversations/{id}/attachments, with its progress told to
+// `onProgress(fraction)`: XMLHttpRequest, since fetch cannot tell an
+// upload's progress. Resolves to the Attachment.
+export async function upload(conversationId, file, onProgress) {
+  const send = (session) =>
+    new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", `/conversations/${conversationId}/attachments`);
+      xhr.setRequestHeader("Authorization", `Bearer ${session.token}`);
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) onProgress(event.loaded / event.total);
+      });
+      xhr.addEventListener("load", () => {
+        let data = null;
+        try {
+          data = JSON.parse(xhr.responseText);
+        } catch {}
+        resolve({ status: xhr.status, data });
+      });
+      xhr.addEventListener("error", () => reject(new Error("No connection to the server")));
+      const form = new FormData();
+      form.append("file", file, file.name || "pasted.png");
+      xhr.send(form);
+    });
+  let session = await freshSession();
+  if (!session) throw new ApiError(401, "You are not logged in");
+  let answer = await send(session);
+  if (answer.status === 401) {
+    session = await freshSession(session);
+    if (session) answer = await send(session);
+  }
+  if (answer.status >= 400) {
+    if (answer.status === 401) onUnauthorized();
+    throw new ApiError(answer.status, answer.data?.detail);
+  }
+  return answer.data;
+}
+
 export const get = (path) => request("GET", path);
 export const post = (path, body) => request("POST", path, body);
 export const del = (path) => request("DELETE", path);

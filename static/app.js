@@ -22,7 +22,11 @@ const state = {
   // Elements are found through these maps, never by a selector built from an
   // id: a client_id is any string its sender chose, `"]` included.
   view: null,
-  pending: new Map(), // client_id -> {clientId, conversationId, content, error}
+  pending: new Map(), // client_id -> {clientId, conversationId, content, attachmentIds, files, error}
+  // Files for the open conversation's next message: {key, file, progress,
+  // attachment (once uploaded), error}. Opening another conversation drops
+  // them; the server deletes uploads never sent after a day.
+  uploads: [],
   typing: new Map(), // conversation id -> Map user id -> {user, timer}
   readUpTo: new Map(), // conversation id -> highest message id we told the server we read
   typingSentAt: new Map(), // conversation id -> when our last `typing` frame went out
@@ -202,6 +206,7 @@ function closeConversation() {
   $("typing").textContent = "";
   for (const id of ["messages", "composer", "join-bar"]) $(id).hidden = true;
   $("empty-state").hidden = false;
+  clearUploads();
 }
 
 async function openConversation(id, { focus = false } = {}) {
@@ -221,6 +226,7 @@ async function openConversation(id, { focus = false } = {}) {
   $("messages").hidden = false;
   $("messages").replaceChildren();
   $("composer-input").value = "";
+  clearUploads();
   renderTyping();
   renderSidebar();
   const page = await api.get(`/conversations/${id}/messages?limit=${PAGE}`);
@@ -350,16 +356,95 @@ document.addEventListener("visibilitychange", markSeen);
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const content = $("composer-input").value;
-  if (!content.trim() || !state.view) return;
+  if (!state.view) return;
+  if (state.uploads.some((u) => !u.attachment && !u.error)) {
+    alertUser("Wait for the files to finish uploading");
+    return;
+  }
+  const files = state.uploads.filter((u) => u.attachment).map((u) => u.attachment);
+  if (!content.trim() && !files.length) return;
   const pending = {
     clientId: api.newClientId(),
     conversationId: state.view.id,
-    content,
+    content: content.trim() ? content : "",
+    attachmentIds: files.map((a) => a.id),
+    files,
     error: null,
   };
   state.pending.set(pending.clientId, pending);
   $("composer-input").value = "";
+  clearUploads();
   trySend(pending);
+});
+
+// ---- Attachments: the button, drag and drop, pasting an image ---------------
+
+let uploadKeys = 0;
+
+function clearUploads() {
+  state.uploads = [];
+  renderUploads();
+}
+
+function renderUploads() {
+  $("uploads").replaceChildren(...state.uploads.map(views.uploadItem));
+  $("uploads").hidden = state.uploads.length === 0;
+}
+
+async function startUpload(file) {
+  const view = state.view;
+  if (!view || !state.conversations.get(view.id)?.is_member) return;
+  const upload = { key: String(++uploadKeys), file, progress: 0, attachment: null, error: null };
+  state.uploads.push(upload);
+  renderUploads();
+  try {
+    upload.attachment = await api.upload(view.id, file, (fraction) => {
+      upload.progress = fraction;
+      const bar = $("uploads").querySelector(`[data-key="${upload.key}"] progress`);
+      if (bar) bar.value = fraction;
+    });
+  } catch (error) {
+    upload.error = error instanceof api.ApiError ? error.message : "No connection to the server";
+  }
+  if (state.view === view) renderUploads();
+}
+
+$("attach").addEventListener("click", () => $("file-input").click());
+$("file-input").addEventListener("change", () => {
+  for (const file of $("file-input").files) startUpload(file);
+  $("file-input").value = "";
+});
+$("uploads").addEventListener("click", (event) => {
+  const item = event.target.closest("li");
+  if (!event.target.matches(".remove") || !item) return;
+  state.uploads = state.uploads.filter((u) => u.key !== item.dataset.key);
+  renderUploads();
+});
+
+// Files dropped anywhere on the open conversation.
+const dropZone = $("conversation");
+const carriesFiles = (event) => event.dataTransfer?.types.includes("Files");
+dropZone.addEventListener("dragover", (event) => {
+  if (!carriesFiles(event) || !state.view) return;
+  event.preventDefault();
+  dropZone.classList.add("dropping");
+});
+dropZone.addEventListener("dragleave", (event) => {
+  if (!dropZone.contains(event.relatedTarget)) dropZone.classList.remove("dropping");
+});
+dropZone.addEventListener("drop", (event) => {
+  dropZone.classList.remove("dropping");
+  if (!carriesFiles(event) || !state.view) return;
+  event.preventDefault();
+  for (const file of event.dataTransfer.files) startUpload(file);
+});
+
+// An image pasted into the composer (a screenshot) is uploaded; text pastes as usual.
+$("composer-input").addEventListener("paste", (event) => {
+  const files = [...(event.clipboardData?.files ?? [])];
+  if (!files.length) return;
+  event.preventDefault();
+  files.forEach(startUpload);
 });
 
 // Enter sends, Shift+Enter starts a new line (and IME composition is left alone).
@@ -374,10 +459,10 @@ async function trySend(pending) {
   pending.error = null;
   renderPending(pending);
   try {
-    const message = await api.post(`/conversations/${pending.conversationId}/messages`, {
-      content: pending.content,
-      client_id: pending.clientId,
-    });
+    const body = { client_id: pending.clientId };
+    if (pending.content) body.content = pending.content;
+    if (pending.attachmentIds?.length) body.attachment_ids = pending.attachmentIds;
+    const message = await api.post(`/conversations/${pending.conversationId}/messages`, body);
     receiveMessage(message);
   } catch (error) {
     if (!state.pending.has(pending.clientId)) return; // the socket brought it meanwhile
@@ -517,7 +602,8 @@ function receiveMessage(message, isNew = false) {
   if (isNew && !own) {
     clearTyping(message.conversation_id, message.author.id);
     if (state.view?.id === c.id) {
-      $("announcer").textContent = `${views.nameOf(message.author)}: ${message.content}`;
+      const files = message.attachments?.length ? ` (shared ${views.sharedText(message.attachments)})` : "";
+      $("announcer").textContent = `${views.nameOf(message.author)}: ${message.content}${files}`;
     }
   }
   renderSidebar();

@@ -60,10 +60,77 @@ function timeElement(iso) {
   return el("time", { dateTime: iso, title: new Date(iso).toLocaleString() }, formatTime(iso));
 }
 
+// "an image", "report.pdf", "3 files": what a message shared, in words.
+export function sharedText(attachments) {
+  if (attachments.length === 1) {
+    const [only] = attachments;
+    return only.thumbnail_url ? `an image (${only.name})` : only.name;
+  }
+  const images = attachments.every((a) => a.thumbnail_url);
+  return `${attachments.length} ${images ? "images" : "files"}`;
+}
+
+function previewText(message) {
+  if (message.deleted) return "message deleted";
+  const files = message.attachments ?? [];
+  if (!files.length) return message.content;
+  const shared = `shared ${sharedText(files)}`;
+  return message.content ? `${message.content} (${shared})` : shared;
+}
+
 function preview(message, me) {
   if (!message) return ["No messages yet"];
   const who = message.author.id === me.id ? "You" : personName(message.author);
-  return [who, `: ${message.deleted ? "message deleted" : message.content}`];
+  return [who, `: ${previewText(message)}`];
+}
+
+// 1536 -> "1.5 KB": sizes as people read them.
+export function formatSize(bytes) {
+  const units = ["bytes", "KB", "MB", "GB"];
+  let size = bytes;
+  let unit = 0;
+  while (size >= 1024 && unit < units.length - 1) {
+    size /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${size} ${units[0]}` : `${size.toFixed(1)} ${units[unit]}`;
+}
+
+// An image as its thumbnail, opening the full size; any other file as a chip
+// with its name, size and a download link. The URLs are the server's, signed
+// for this reader: same origin, so the CSP's img-src 'self' allows them.
+function attachmentItem(attachment) {
+  if (attachment.thumbnail_url) {
+    return el(
+      "li",
+      {},
+      el(
+        "a",
+        { href: attachment.url, target: "_blank", rel: "noopener", className: "image-link" },
+        el("img", {
+          src: attachment.thumbnail_url,
+          alt: attachment.name,
+          width: Math.min(320, attachment.width ?? 320),
+          loading: "lazy",
+        }),
+      ),
+    );
+  }
+  return el(
+    "li",
+    {},
+    el(
+      "a",
+      { href: attachment.url, download: attachment.name, className: "file-chip" },
+      el("span", { className: "name" }, attachment.name),
+      el("span", { className: "size" }, formatSize(attachment.size)),
+    ),
+  );
+}
+
+function attachmentList(attachments) {
+  if (!attachments?.length) return null;
+  return el("ul", { className: "attachments" }, ...attachments.map(attachmentItem));
 }
 
 export function conversationItem(conversation, me, active) {
@@ -103,7 +170,9 @@ export function messageItem(message, me) {
     ),
     message.deleted
       ? el("p", { className: "content tombstone" }, "This message was deleted.")
-      : el("p", { className: "content" }, message.content),
+      : (message.content || !message.attachments?.length) &&
+          el("p", { className: "content" }, message.content),
+    !message.deleted && attachmentList(message.attachments),
     own &&
       !message.deleted &&
       el(
@@ -133,7 +202,9 @@ export function pendingItem(pending, me) {
       " · ",
       el("span", { className: "status" }, pending.error ? "Not sent" : "Sending…"),
     ),
-    el("p", { className: "content" }, pending.content),
+    pending.content && el("p", { className: "content" }, pending.content),
+    pending.files?.length &&
+      el("p", { className: "content" }, `Sharing ${sharedText(pending.files)}`),
   );
   if (pending.error) {
     item.classList.add("failed");
@@ -186,8 +257,27 @@ export function searchResult(message, title) {
         " · ",
         timeElement(message.created_at),
       ),
-      el("span", { className: "content" }, message.content),
+      el("span", { className: "content" }, previewText(message)),
     ),
+  );
+}
+
+// A file on its way up: its name, a progress bar, and a way to drop it.
+export function uploadItem(upload) {
+  return el(
+    "li",
+    { dataset: { key: upload.key } },
+    el("span", { className: "name" }, upload.file.name || "pasted image"),
+    upload.error
+      ? el("span", { className: "error", role: "alert" }, upload.error)
+      : upload.attachment
+        ? el("span", { className: "size" }, formatSize(upload.attachment.size))
+        : el("progress", {
+            max: 1,
+            value: upload.progress,
+            "aria-label": `Uploading ${upload.file.name}`,
+          }),
+    el("button", { type: "button", className: "remove", "aria-label": "Remove" }, "✕"),
   );
 }
 

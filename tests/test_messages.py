@@ -36,7 +36,9 @@ def test_create_message(client: TestClient) -> None:
         "created_at",
         "edited_at",
         "deleted",
+        "attachments",
     }
+    assert message["attachments"] == []
     assert message["conversation_id"] == direct
     assert message["author"]["username"] == "alice"
     assert message["content"] == "Hi Bob"

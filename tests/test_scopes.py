@@ -82,6 +82,15 @@ BODIES: dict[tuple[str, str], Any] = {
 }
 
 
+# A 1×1 PNG, for the upload route.
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
+    "0000000c4944415408d763f8cfc0000003010100c9fe92ef0000000049454e44ae426082"
+)
+FILES = {"file": ("dot.png", PNG, "image/png")}
+UPLOAD = ("POST", "/conversations/{conversation_id}/attachments")
+
+
 def scope_of(client: TestClient, username: str, scope: str) -> Headers:
     return bearer(login(client, username, scope=scope))
 
@@ -94,10 +103,15 @@ def setting(client: TestClient) -> tuple[Headers, dict[str, Any]]:
     new_user(client, "carol")
     group = create_conversation(client, alice, kind="group", title="team", members=["bob"])
     message = send(client, alice, group["id"], "hello")
+    picture = client.post(
+        f"/conversations/{group['id']}/attachments", files=FILES, headers=alice
+    ).json()
+    send(client, alice, group["id"], "a picture", attachment_ids=[picture["id"]])
     session_id = client.get("/sessions", headers=alice).json()[0]["id"]
     values = {
         "conversation_id": group["id"],
         "message_id": message["id"],
+        "attachment_id": picture["id"],
         "username": "bob",
         "session_id": session_id,
     }
@@ -107,6 +121,8 @@ def setting(client: TestClient) -> tuple[Headers, dict[str, Any]]:
 def call(
     client: TestClient, headers: Headers, method: str, path: str, values: dict[str, Any]
 ) -> Any:
+    if (method, path) == UPLOAD:
+        return client.post(path.format(**values), files=FILES, headers=headers)
     return client.request(
         method,
         path.format(**values),
@@ -151,6 +167,9 @@ CONTRACT_ROUTES = {
     ("PATCH", "/messages/{message_id}"),
     ("DELETE", "/messages/{message_id}"),
     ("GET", "/search/messages"),
+    ("POST", "/conversations/{conversation_id}/attachments"),
+    ("GET", "/attachments/{attachment_id}"),
+    ("GET", "/attachments/{attachment_id}/thumbnail"),
     ("GET", "/admin/users"),
     ("POST", "/admin/users/{username}/deactivate"),
     ("POST", "/admin/users/{username}/activate"),
@@ -162,7 +181,7 @@ CONTRACT_ROUTES = {
 def test_route_table_is_the_contracts() -> None:
     """The routes the tests below walk are the contract's, no more, no less."""
     assert set(ROUTES) == CONTRACT_ROUTES
-    assert len(READS) == 11 and len(WRITES) == 12 and len(ADMIN_ROUTES) == 4
+    assert len(READS) == 13 and len(WRITES) == 13 and len(ADMIN_ROUTES) == 4
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(set(ROUTES) - PUBLIC))
@@ -271,6 +290,9 @@ def test_read_only_token_reads_what_a_full_token_reads(
     limited = call(client, read_only, method, path, values)
     assert full.status_code == 200, full.text
     assert limited.status_code == 200
+    if path.startswith("/attachments/"):  # a file, not JSON
+        assert limited.content == full.content
+        return
     full_json, limited_json = full.json(), limited.json()
     if path == "/sessions":  # the same sessions, each token in its own
         assert [s.pop("current") for s in limited_json] == [True, False]

@@ -6,6 +6,8 @@ uncaught exception, and runs under the Content-Security-Policy the server
 sends (middleware.py): no inline script, no inline style, sockets to this host only.
 """
 
+import base64
+import io
 import os
 import re
 import time
@@ -22,6 +24,7 @@ from playwright.sync_api import (
     Browser,
     BrowserContext,
     ConsoleMessage,
+    FilePayload,
     Page,
     Route,
     WebSocketRoute,
@@ -839,3 +842,94 @@ def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_p
     expect(message(phone, "never as HTML")).to_be_visible()
     phone.screenshot(path=folder / "phone-chat.png")
     assert pages.close() == []
+
+
+# ---- Attachments ---------------------------------------------------------------
+
+# A DataTransfer holding one file made from base64, as a drop or a paste carries it.
+FILE_TRANSFER = """([data, name, type]) => {
+  const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], name, { type }));
+  return transfer;
+}"""
+
+
+def png(width: int, height: int) -> str:
+    from PIL import Image
+
+    image = Image.new("RGB", (width, height), (40, 120, 200))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+def drop_file(page: Page, data: str, name: str) -> None:
+    transfer = page.evaluate_handle(FILE_TRANSFER, [data, name, "image/png"])
+    page.dispatch_event("#messages", "dragover", {"dataTransfer": transfer})
+    page.dispatch_event("#messages", "drop", {"dataTransfer": transfer})
+
+
+def paste_file(page: Page, data: str, name: str) -> None:
+    transfer = page.evaluate_handle(FILE_TRANSFER, [data, name, "image/png"])
+    page.evaluate(
+        """(transfer) => document.getElementById("composer-input").dispatchEvent(
+            new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true }))""",
+        transfer,
+    )
+
+
+def loaded_image(page: Page, alt: str) -> Any:
+    image = page.locator(f'#messages img[alt="{alt}"]')
+    expect(image).to_be_visible()
+    page.wait_for_function(
+        "(alt) => [...document.querySelectorAll('#messages img')].some("
+        "(i) => i.alt === alt && i.complete && i.naturalWidth > 0)",
+        arg=alt,
+    )
+    return image
+
+
+def test_images_by_drop_and_paste_reach_the_other_side_live(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, _, _ = alice_and_bob(web, names)
+    alice, bob = open_as(pages, web, alice_name), open_as(pages, web, bob_name)
+    sidebar_item(alice, bob_name).click()
+    sidebar_item(bob, alice_name).click()
+
+    # Dropped on the conversation: uploaded, then sent with a line of text.
+    drop_file(alice, png(400, 300), "dropped.png")
+    expect(alice.locator("#uploads li .size")).to_have_count(1)  # uploaded
+    send(alice, "Look at this")
+    loaded_image(bob, "dropped.png")  # the thumbnail, live
+    expect(message(bob, "Look at this")).to_be_visible()
+    expect(alice.locator("#uploads")).to_be_hidden()
+
+    # Pasted into the composer: sent on its own, no text needed.
+    paste_file(alice, png(120, 90), "pasted.png")
+    expect(alice.locator("#uploads li .size")).to_have_count(1)
+    alice.get_by_label("Message", exact=True).press("Enter")
+    thumbnail = loaded_image(bob, "pasted.png")
+    expect(sidebar_item(bob, alice_name).locator(".preview")).to_have_text(
+        f"{alice_name}: shared an image (pasted.png)"
+    )
+    # The thumbnail opens the full size, which this reader may fetch.
+    link = thumbnail.locator("xpath=..")
+    href = link.get_attribute("href")
+    assert href is not None and href.startswith("/attachments/")
+    assert link.get_attribute("target") == "_blank"
+    full = httpx.get(f"{web.url}{href}")
+    assert full.status_code == 200 and full.headers["content-type"] == "image/png"
+
+    # Any other file, through the attach button: a chip with its name, size and a link.
+    with alice.expect_file_chooser() as chooser:
+        alice.get_by_role("button", name="Attach files").click()
+    notes: FilePayload = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"x" * 2048}
+    chooser.value.set_files(files=[notes])
+    expect(alice.locator("#uploads li .size")).to_have_text("2.0 KB")
+    send(alice, "and the notes")
+    chip = message(bob, "and the notes").locator("a.file-chip")
+    expect(chip).to_contain_text("notes.txt")
+    expect(chip).to_contain_text("2.0 KB")
+    assert chip.get_attribute("download") == "notes.txt"
