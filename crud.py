@@ -36,13 +36,12 @@ from models import (
     Membership,
     Message,
     MessageCreate,
-    MessagePublic,
+    Reaction,
     RefreshToken,
     RevokedToken,
     Role,
     User,
     UserCreate,
-    UserPublic,
     utcnow,
 )
 
@@ -559,14 +558,6 @@ def mark_read(session: Session, membership: Membership, message_id: int) -> bool
 # --- Messages --------------------------------------------------------------
 
 
-def message_public(message: Message, author: User) -> MessagePublic:
-    # model_validate reads the row's attributes: SQLModel turns on Pydantic's
-    # from_attributes (once called orm_mode) for every class.
-    return MessagePublic.model_validate(
-        message, update={"author": UserPublic.model_validate(author)}
-    )
-
-
 def latest_message_id(session: Session, conversation: Conversation) -> int:
     newest = session.exec(
         select(func.max(Message.id)).where(Message.conversation_id == conversation.id)
@@ -576,12 +567,6 @@ def latest_message_id(session: Session, conversation: Conversation) -> int:
 
 def get_message(session: Session, message_id: int) -> Message | None:
     return session.get(Message, message_id)
-
-
-def get_author(session: Session, message: Message) -> User:
-    author = session.get(User, message.author_id)
-    assert author is not None  # the foreign key guarantees it
-    return author
 
 
 def get_message_by_client_id(
@@ -637,6 +622,7 @@ def create_message(
             "author_id": author.id,
             "search_text": fold(message_in.content),
             "seq": seq,
+            "reply_to_id": message_in.reply_to,
         },
     )
     session.add(message)
@@ -666,12 +652,53 @@ def edit_message(session: Session, message: Message, content: str) -> Message:
 
 
 def delete_message(session: Session, message: Message) -> None:
-    """Replace the message by a tombstone: the text is gone for good."""
+    """Replace the message by a tombstone: the text is gone for good, and
+    the reactions to it with it."""
     message.content = None
     message.search_text = None
     message.deleted = True
     session.add(message)
+    session.exec(delete(Reaction).where(col(Reaction.message_id) == message.id))
     session.commit()
+
+
+# --- Reactions -------------------------------------------------------------
+
+
+def add_reaction(session: Session, message: Message, user: User, emoji: str) -> bool:
+    """Put `emoji` on the message for `user`; True if it was not there yet."""
+    key = (message.id, user.id, emoji)
+    if session.get(Reaction, key) is not None:
+        return False
+    assert message.id is not None and user.id is not None
+    session.add(Reaction(message_id=message.id, user_id=user.id, emoji=emoji))
+    try:
+        session.commit()
+    except IntegrityError:  # the same reaction, from a request racing this one
+        session.rollback()
+        return False
+    return True
+
+
+def remove_reaction(session: Session, message: Message, user: User, emoji: str) -> bool:
+    """Take `user`'s `emoji` off the message; True if it was there."""
+    result = session.exec(
+        delete(Reaction).where(
+            col(Reaction.message_id) == message.id,
+            col(Reaction.user_id) == user.id,
+            col(Reaction.emoji) == emoji,
+        )
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def reaction_count(session: Session, message: Message, emoji: str) -> int:
+    return session.exec(
+        select(func.count())
+        .select_from(Reaction)
+        .where(Reaction.message_id == message.id, Reaction.emoji == emoji)
+    ).one()
 
 
 # "/" rather than a backslash: it needs no extra quoting on any database.

@@ -9,6 +9,8 @@ typed by the TypedDicts below. It is the one deliberate exception to
 tests/test_pages.py checks that these TypedDicts agree with
 UserPublic, MessagePublic and ConversationPublic, key for key and type for
 type. Each list costs a fixed number of queries, however many rows it has.
+Single messages (a send, an edit, GET /messages/{id}, the events) are read
+here too, so they carry their reply and reactions exactly as a page does.
 """
 
 from collections import defaultdict
@@ -18,18 +20,21 @@ from typing import Any, Protocol, TypedDict
 
 from fastapi import Response
 from pydantic_core import to_json
-from sqlalchemy import ColumnElement, Row, and_, bindparam, false, func, text, true
+from sqlalchemy import ColumnElement, Row, and_, bindparam, case, false, func, text, true
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from crud import LIKE_ESCAPE, escape_like, lower_username
 from db import fold, is_sqlite
 from models import (
+    REPLY_SNIPPET,
     Conversation,
     ConversationKind,
     ConversationPublic,
     Membership,
     Message,
+    MessagePublic,
+    Reaction,
     User,
 )
 
@@ -44,6 +49,23 @@ class UserJSON(TypedDict):
     created_at: datetime
 
 
+class ReplyJSON(TypedDict):
+    """ReplyPublic, as a dict."""
+
+    id: int
+    author: UserJSON
+    snippet: str | None
+    deleted: bool
+
+
+class ReactionJSON(TypedDict):
+    """ReactionPublic, as a dict."""
+
+    emoji: str
+    count: int
+    me: bool
+
+
 class MessageJSON(TypedDict):
     """MessagePublic, as a dict."""
 
@@ -55,6 +77,8 @@ class MessageJSON(TypedDict):
     created_at: datetime
     edited_at: datetime | None
     deleted: bool
+    reply_to: ReplyJSON | None
+    reactions: list[ReactionJSON]
 
 
 class ConversationJSON(TypedDict):
@@ -106,34 +130,103 @@ def user_json(row: Sequence[Any]) -> UserJSON:
     }
 
 
-# The columns of a MessagePublic, the message's and its author's, in the
-# order `message_json` unpacks them.
-MESSAGE_ROWS = select(  # type: ignore[call-overload]
-    Message.id,
-    Message.conversation_id,
-    Message.client_id,
-    Message.content,
-    Message.created_at,
-    Message.edited_at,
-    Message.deleted,
-    *USER_COLUMNS,
-).join(User, col(User.id) == Message.author_id)
+# The columns of a MessagePublic, the message's and its author's, then the
+# message it answers (if any) and that one's author, in the order
+# `message_json` unpacks them. Reactions come from a query of their own
+# (`add_reactions`): one per page.
+_parent, _parent_author = aliased(Message), aliased(User)
+MESSAGE_ROWS = (
+    select(  # type: ignore[call-overload, misc]
+        Message.id,
+        Message.conversation_id,
+        Message.client_id,
+        Message.content,
+        Message.created_at,
+        Message.edited_at,
+        Message.deleted,
+        *USER_COLUMNS,
+        _parent.id,
+        func.substr(_parent.content, 1, REPLY_SNIPPET),
+        _parent.deleted,
+        _parent_author.id,
+        _parent_author.username,
+        _parent_author.display_name,
+        _parent_author.role,
+        _parent_author.created_at,
+    )
+    .join(User, col(User.id) == Message.author_id)
+    .outerjoin(_parent, col(_parent.id) == Message.reply_to_id)
+    .outerjoin(_parent_author, col(_parent_author.id) == _parent.author_id)
+)
 
 
 def message_json(row: Row[Any]) -> MessageJSON:
-    """A row of MESSAGE_ROWS as MessagePublic's JSON has it."""
+    """A row of MESSAGE_ROWS as MessagePublic's JSON has it, without its
+    reactions yet (`add_reactions`)."""
     # Unpacking a row is quicker than reading it by name.
     id_, conversation_id, client_id, content, created_at, edited_at, deleted = tuple(row[:7])
+    parent: tuple[Any, ...] = tuple(row[12:15])
+    parent_id, snippet, parent_deleted = parent
     return {
         "id": id_,
         "conversation_id": conversation_id,
-        "author": user_json(row[7:]),
+        "author": user_json(row[7:12]),
         "content": content,
         "client_id": client_id,
         "created_at": created_at,
         "edited_at": edited_at,
         "deleted": deleted,
+        "reply_to": None
+        if parent_id is None
+        else {
+            "id": parent_id,
+            "author": user_json(row[15:20]),
+            "snippet": snippet,
+            "deleted": parent_deleted,
+        },
+        "reactions": [],
     }
+
+
+# The reactions of a page's messages: each emoji on each message, with how
+# many people and whether the viewer is one, in order of first reaction.
+REACTIONS = (
+    select(
+        Reaction.message_id,
+        Reaction.emoji,
+        func.count(),
+        func.max(case((col(Reaction.user_id) == bindparam("viewer_id"), 1), else_=0)),
+    )
+    .where(col(Reaction.message_id).in_(bindparam("ids", expanding=True)))
+    .group_by(col(Reaction.message_id), col(Reaction.emoji))
+    .order_by(func.min(Reaction.created_at), col(Reaction.emoji))
+)
+
+
+def add_reactions(session: Session, messages: Sequence[MessageJSON], viewer_id: int | None) -> None:
+    """Fill in the messages' reactions, in one query; `me` is for `viewer_id`
+    (None: for nobody, as in the events every member receives alike). Asked
+    even for no messages, so that a page costs the same queries however full."""
+    by_id = {m["id"]: m for m in messages}
+    params = {"ids": list(by_id), "viewer_id": viewer_id}
+    for message_id, emoji, count, me in session.connection().execute(REACTIONS, params):
+        by_id[message_id]["reactions"].append({"emoji": emoji, "count": count, "me": bool(me)})
+
+
+ONE_MESSAGE = MESSAGE_ROWS.where(Message.id == bindparam("message_id"))
+
+
+def message_public(
+    session: Session, message_id: int, viewer_id: int | None, *, new: bool = False
+) -> MessagePublic:
+    """One message as the pages have it (for the routes that answer one,
+    and the events); `viewer_id` as in `add_reactions`. A `new` one has no
+    reactions to look for."""
+    row = session.connection().execute(ONE_MESSAGE, {"message_id": message_id}).one()
+    message = message_json(row)
+    if not new:
+        add_reactions(session, [message], viewer_id)
+    return MessagePublic.model_validate(message)
 
 
 # --- Conversation lists ------------------------------------------------------------
@@ -275,7 +368,7 @@ def list_channels(session: Session, limit: int, offset: int) -> Sequence[Any]:
 def conversation_page(
     session: Session, conversations: Sequence[ConversationLike], viewer: User
 ) -> list[ConversationJSON]:
-    """Each conversation as `viewer` sees it (ConversationPublic's JSON), in five queries."""
+    """Each conversation as `viewer` sees it (ConversationPublic's JSON), in six queries."""
     if not conversations:
         return []
     connection = session.connection()
@@ -295,6 +388,7 @@ def conversation_page(
     for row in connection.execute(LAST_MESSAGES, page):
         message = message_json(row)
         last[message["conversation_id"]] = message
+    add_reactions(session, list(last.values()), viewer.id)
     unread: dict[int | None, int] = {
         row[0]: row[1] for row in connection.execute(UNREAD_COUNTS, page)
     }
@@ -338,25 +432,38 @@ NEWEST_PAGE = _PAGE.order_by(col(Message.id).desc())
 # that point, so a page deep in the history costs what the newest one does.
 PAGE_BEFORE = _PAGE.where(col(Message.id) < bindparam("cursor")).order_by(col(Message.id).desc())
 PAGE_AFTER = _PAGE.where(col(Message.id) > bindparam("cursor")).order_by(col(Message.id))
+PAGE_UP_TO = _PAGE.where(col(Message.id) <= bindparam("cursor")).order_by(col(Message.id).desc())
 
 
 def message_history(
     session: Session,
     conversation: Conversation,
+    viewer: User,
     limit: int,
     before: int | None = None,
     after: int | None = None,
+    around: int | None = None,
 ) -> list[MessageJSON]:
     """A page of history in ascending id order; see GET /conversations/{id}/messages."""
+    connection = session.connection()
     params = {"conversation_id": conversation.id, "limit": limit}
-    if after is not None:
-        rows = session.connection().execute(PAGE_AFTER, {**params, "cursor": after})
-        return [message_json(row) for row in rows]
-    if before is not None:
-        rows = session.connection().execute(PAGE_BEFORE, {**params, "cursor": before})
+    if around is not None:
+        # The message itself and older ones, then newer ones: half and half.
+        older_params = {**params, "cursor": around, "limit": limit - limit // 2}
+        older = connection.execute(PAGE_UP_TO, older_params).all()
+        newer = connection.execute(PAGE_AFTER, {**params, "cursor": around, "limit": limit // 2})
+        page = [message_json(row) for row in [*reversed(older), *newer]]
+    elif after is not None:
+        rows = connection.execute(PAGE_AFTER, {**params, "cursor": after})
+        page = [message_json(row) for row in rows]
+    elif before is not None:
+        rows = connection.execute(PAGE_BEFORE, {**params, "cursor": before})
+        page = [message_json(row) for row in reversed(rows.all())]
     else:
-        rows = session.connection().execute(NEWEST_PAGE, params)
-    return [message_json(row) for row in reversed(rows.all())]
+        rows = connection.execute(NEWEST_PAGE, params)
+        page = [message_json(row) for row in reversed(rows.all())]
+    add_reactions(session, page, viewer.id)
+    return page
 
 
 def _membership_of(viewer: User) -> ColumnElement[bool]:
@@ -380,7 +487,9 @@ def search_messages(
     )
     if conversation_id is not None:
         query = query.where(Message.conversation_id == conversation_id)
-    return [message_json(row) for row in session.exec(query)]
+    found = [message_json(row) for row in session.exec(query)]
+    add_reactions(session, found, viewer.id)
+    return found
 
 
 # Trigram indexes know strings of 3 characters or more: a shorter query

@@ -36,6 +36,8 @@ def test_create_message(client: TestClient) -> None:
         "created_at",
         "edited_at",
         "deleted",
+        "reply_to",
+        "reactions",
     }
     assert message["conversation_id"] == direct
     assert message["author"]["username"] == "alice"

@@ -11,10 +11,16 @@ from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 import pytest
 from pydantic import BaseModel
 
-from models import ConversationPublic, MessagePublic, UserPublic
-from pages import ConversationJSON, MessageJSON, UserJSON
+from models import ConversationPublic, MessagePublic, ReactionPublic, ReplyPublic, UserPublic
+from pages import ConversationJSON, MessageJSON, ReactionJSON, ReplyJSON, UserJSON
 
-PAIRS = {UserJSON: UserPublic, MessageJSON: MessagePublic, ConversationJSON: ConversationPublic}
+PAIRS = {
+    UserJSON: UserPublic,
+    ReplyJSON: ReplyPublic,
+    ReactionJSON: ReactionPublic,
+    MessageJSON: MessagePublic,
+    ConversationJSON: ConversationPublic,
+}
 
 
 def same_type(fast: Any, public: Any) -> bool:

@@ -100,6 +100,7 @@ def setting(client: TestClient) -> tuple[Headers, dict[str, Any]]:
         "message_id": message["id"],
         "username": "bob",
         "session_id": session_id,
+        "emoji": "👍",
     }
     return alice, values
 
@@ -150,6 +151,8 @@ CONTRACT_ROUTES = {
     ("GET", "/messages/{message_id}"),
     ("PATCH", "/messages/{message_id}"),
     ("DELETE", "/messages/{message_id}"),
+    ("PUT", "/messages/{message_id}/reactions/{emoji}"),
+    ("DELETE", "/messages/{message_id}/reactions/{emoji}"),
     ("GET", "/search/messages"),
     ("GET", "/admin/users"),
     ("POST", "/admin/users/{username}/deactivate"),
@@ -162,7 +165,7 @@ CONTRACT_ROUTES = {
 def test_route_table_is_the_contracts() -> None:
     """The routes the tests below walk are the contract's, no more, no less."""
     assert set(ROUTES) == CONTRACT_ROUTES
-    assert len(READS) == 11 and len(WRITES) == 12 and len(ADMIN_ROUTES) == 4
+    assert len(READS) == 11 and len(WRITES) == 14 and len(ADMIN_ROUTES) == 4
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(set(ROUTES) - PUBLIC))
