@@ -339,6 +339,8 @@ function renderStart() {
 const nearBottom = (list) => list.scrollHeight - list.scrollTop - list.clientHeight < 60;
 const scrollToBottom = () => ($("messages").scrollTop = $("messages").scrollHeight);
 
+const isMember = (id) => Boolean(state.conversations.get(id)?.is_member);
+
 // Put a message in the open conversation, in id order, or replace the one
 // shown with the same id. Pending messages stay last, until theirs arrives.
 // `isNew`: it just arrived live (counted in "N new messages" if unseen).
@@ -365,7 +367,7 @@ function addMessage(message, { isNew = false, force = false } = {}) {
   }
   view.messages.set(message.id, message);
   const list = $("messages");
-  const item = views.messageItem(message, state.me);
+  const item = views.messageItem(message, state.me, isMember(view.id));
   item.tabIndex = -1; // focusable when a reply's quote leads to it
   const old = view.items.get(message.id);
   if (old && force) {
@@ -735,7 +737,7 @@ function startEdit(item, message, back = null) {
   const input = form.querySelector("textarea");
   const done = () => {
     if (view.items.get(message.id) !== item) return; // a newer version replaced it already
-    const shown = views.messageItem(view.messages.get(message.id), state.me); // the latest
+    const shown = views.messageItem(view.messages.get(message.id), state.me, true); // the latest
     shown.tabIndex = -1;
     item.replaceWith(shown);
     view.items.set(message.id, shown);

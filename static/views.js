@@ -183,7 +183,7 @@ function replyQuote(reply) {
   );
 }
 
-function reactionList(message) {
+function reactionList(message, member) {
   if (message.deleted || message.reactions.length === 0) return null;
   return el(
     "ul",
@@ -197,6 +197,7 @@ function reactionList(message) {
           className: r.me ? "reaction me" : "reaction",
           dataset: { emoji: r.emoji },
           "aria-pressed": String(r.me),
+          disabled: !member,
           "aria-label": `${r.emoji} ${people}${r.me ? ", you included" : ""}: ${
             r.me ? "take yours back" : "react with it too"
           }`,
@@ -216,10 +217,13 @@ function actionButton(className, text, label) {
 // One message: who and when, what it answers, its text, its reactions, and
 // a bar of actions that shows on hover or focus (keyboard users tab into it).
 // A tombstone shows that something was deleted, never what.
-export function messageItem(message, me) {
+// `member`: the reader is in the conversation (a channel can be read without
+// joining it, but only members react and reply).
+export function messageItem(message, me, member = true) {
   const own = message.author.id === me.id;
   const about = messageLabel(message);
   const actions =
+    member &&
     !message.deleted &&
     el(
       "div",
@@ -244,7 +248,7 @@ export function messageItem(message, me) {
     message.deleted
       ? el("p", { className: "content tombstone" }, "This message was deleted.")
       : el("div", { className: "content" }, ...formatText(message.content, me)),
-    reactionList(message),
+    reactionList(message, member),
     actions,
   );
   if (own) item.classList.add("own");

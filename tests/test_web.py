@@ -616,8 +616,11 @@ def test_channels_groups_and_search(pages: Pages, web: Server, names: Callable[[
     ).click()
     expect(message(bob, "Welcome to design")).to_be_visible()
     expect(bob.get_by_label("Message", exact=True)).to_be_hidden()
+    acts = re.compile("^(React|Reply) to ")  # only members react and reply
+    expect(message(bob, "Welcome to design").get_by_role("button", name=acts)).to_have_count(0)
     bob.get_by_role("button", name="Join channel").click()
     expect(sidebar_item(bob, f"# {channel}")).to_be_visible()
+    expect(message(bob, "Welcome to design").get_by_role("button", name=acts)).to_have_count(2)
     send(bob, "Glad to be here")
     expect(message(alice, "Glad to be here")).to_be_visible()
 
