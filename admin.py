@@ -102,4 +102,4 @@ def delete_message_admin(
     message = crud.get_message(session, message_id)
     if message is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Message not found")
-    delete_message_for_all(session, message, crud.get_author(session, message), events)
+    delete_message_for_all(session, message, events)

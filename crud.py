@@ -37,6 +37,7 @@ from models import (
     Membership,
     Message,
     MessageCreate,
+    Reaction,
     RefreshToken,
     RevokedToken,
     Role,
@@ -569,12 +570,6 @@ def get_message(session: Session, message_id: int) -> Message | None:
     return session.get(Message, message_id)
 
 
-def get_author(session: Session, message: Message) -> User:
-    author = session.get(User, message.author_id)
-    assert author is not None  # the foreign key guarantees it
-    return author
-
-
 def get_message_by_client_id(
     session: Session, conversation: Conversation, author: User, client_id: str
 ) -> Message | None:
@@ -632,6 +627,7 @@ def create_message(
             "search_text": fold(content),
             "seq": seq,
             "attachment_count": len(message_in.attachment_ids),
+            "reply_to_id": message_in.reply_to,
         },
     )
     session.add(message)
@@ -665,7 +661,8 @@ def edit_message(session: Session, message: Message, content: str) -> Message:
 
 def delete_message(session: Session, message: Message) -> list[str]:
     """Replace the message by a tombstone: the text is gone for good, and so
-    are its attachments' rows. Their storage keys, for their files to go too."""
+    are the reactions to it and its attachments' rows. Their storage keys,
+    for their files to go too."""
     message.content = None
     message.search_text = None
     message.deleted = True
@@ -680,6 +677,7 @@ def delete_message(session: Session, message: Message) -> list[str]:
         )
         message.attachment_count = 0
     session.add(message)
+    session.exec(delete(Reaction).where(col(Reaction.message_id) == message.id))
     session.commit()
     return keys
 
@@ -747,6 +745,45 @@ def known_storage_keys(session: Session, keys: Collection[str]) -> set[str]:
     return set(
         session.exec(select(Attachment.storage_key).where(col(Attachment.storage_key).in_(keys)))
     )
+
+
+# --- Reactions -------------------------------------------------------------
+
+
+def add_reaction(session: Session, message: Message, user: User, emoji: str) -> bool:
+    """Put `emoji` on the message for `user`; True if it was not there yet."""
+    key = (message.id, user.id, emoji)
+    if session.get(Reaction, key) is not None:
+        return False
+    assert message.id is not None and user.id is not None
+    session.add(Reaction(message_id=message.id, user_id=user.id, emoji=emoji))
+    try:
+        session.commit()
+    except IntegrityError:  # the same reaction, from a request racing this one
+        session.rollback()
+        return False
+    return True
+
+
+def remove_reaction(session: Session, message: Message, user: User, emoji: str) -> bool:
+    """Take `user`'s `emoji` off the message; True if it was there."""
+    result = session.exec(
+        delete(Reaction).where(
+            col(Reaction.message_id) == message.id,
+            col(Reaction.user_id) == user.id,
+            col(Reaction.emoji) == emoji,
+        )
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def reaction_count(session: Session, message: Message, emoji: str) -> int:
+    return session.exec(
+        select(func.count())
+        .select_from(Reaction)
+        .where(Reaction.message_id == message.id, Reaction.emoji == emoji)
+    ).one()
 
 
 # "/" rather than a backslash: it needs no extra quoting on any database.

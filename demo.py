@@ -227,6 +227,16 @@ def _seed(session: Session) -> None:
         session.add(message)
     session.flush()
 
+    # A few reactions, so that the web client has some to show.
+    reactions = {
+        "Great, see you then 📚": [(bob, "👍"), (carol, "👍"), (carol, "📚")],
+        "And pizza after the demo? 🍕": [(alice, "🍕")],
+        "Can you show the live updates? Open this chat in two windows.": [(alice, "👍")],
+    }
+    for line, message in written:
+        for user, emoji in reactions.get(line.content, []):
+            crud.add_reaction(session, message, user, emoji)
+
     # Read markers: everyone has read everything, but for a few recent
     # messages, so the web client shows unread badges.
     unread = {(alice.id, general.id): 7, (alice.id, direct.id): 2, (bob.id, group.id): 3}

@@ -27,6 +27,7 @@ import logs
 import messages
 import metrics
 import operations
+import reactions
 import realtime
 import sessions
 import users
@@ -128,7 +129,17 @@ if settings.METRICS_TOKEN:  # nothing is measured per request unless someone may
 # Outermost: the request id is on every answer and every line logged meanwhile.
 app.add_middleware(logs.RequestLogMiddleware)
 
-for module in (sessions, users, conversations, messages, attachments, admin, operations, realtime):
+for module in (
+    sessions,
+    users,
+    conversations,
+    messages,
+    attachments,
+    reactions,
+    admin,
+    operations,
+    realtime,
+):
     app.include_router(module.router)
 app.include_router(metrics.router)
 

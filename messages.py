@@ -28,7 +28,6 @@ from models import (
     MessagePublic,
     MessageUpdate,
     NoNul,
-    User,
     error_responses,
     utcnow,
 )
@@ -41,9 +40,14 @@ router = APIRouter(
 NOT_YOURS = forbidden("Not your message")
 
 
-def delete_message_for_all(
-    session: Session, message: Message, author: User, events: Outbox
-) -> None:
+def for_everyone(public: MessagePublic) -> MessagePublic:
+    """The message as an event carries it to every member alike: `me` is
+    nobody's (the reaction.* events say who reacted)."""
+    reactions = [r.model_copy(update={"me": False}) for r in public.reactions]
+    return public.model_copy(update={"reactions": reactions})
+
+
+def delete_message_for_all(session: Session, message: Message, events: Outbox) -> None:
     """Leave a tombstone and tell the members; a deleted message stays as it
     is. Shared by the author's delete and the admin's (admin.py)."""
     if not message.deleted:
@@ -51,7 +55,8 @@ def delete_message_for_all(
         # After the commit: a crash in between leaves files without rows,
         # which attachments.sweep removes, never rows without files.
         attachments.remove_files(files)
-        tombstone = pages.message_public(session, message, author, author)
+        assert message.id is not None
+        tombstone = pages.message_public(session, message.id, None)
         events.to_conversation(
             message.conversation_id, MessageEvent(type="message.deleted", message=tombstone)
         )
@@ -72,7 +77,8 @@ def delete_message_for_all(
             {
                 **NOT_VISIBLE,
                 **NOT_JOINED,
-                422: "Bad input, or attachment_ids not all your unsent uploads here",
+                422: "A bad body, attachment_ids not all your unsent uploads here, "
+                "or reply_to not a message of this conversation",
                 429: "Over SEND_MAX_PER_MINUTE (default 120) messages in a minute; see Retry-After",
             }
         ),
@@ -96,6 +102,10 @@ def create_message(
                     "summary": "With files uploaded to POST /conversations/{id}/attachments",
                     "value": {"content": "The screenshots", "attachment_ids": [1, 2]},
                 },
+                "reply": {
+                    "summary": "A reply to message 1",
+                    "value": {"content": "Agreed!", "reply_to": 1},
+                },
             }
         ),
     ],
@@ -110,9 +120,23 @@ def create_message(
     Give a `client_id` (any string of up to 64 characters, unique per message
     you send) to make retries safe: sending the same `client_id` again returns
     the first message with status 200 instead of posting a duplicate.
+
+    Give `reply_to` (the id of a message in this conversation, not deleted)
+    to answer it: the message then carries a `reply_to` summary of it.
     """
     if access.membership is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Join the channel first")
+    if message_in.reply_to is not None:
+        parent = crud.get_message(session, message_in.reply_to)
+        if parent is None or parent.conversation_id != access.conversation.id:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                detail="reply_to is not a message of this conversation",
+            )
+        if parent.deleted:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, detail="Cannot reply to a deleted message"
+            )
     # A retry of a message already sent is answered, whatever the limit.
     client_id = message_in.client_id
     if client_id is None or not crud.get_message_by_client_id(
@@ -129,7 +153,8 @@ def create_message(
             "not sent yet",
         )
     message, created = stored
-    public = pages.message_public(session, message, user, user)
+    assert message.id is not None
+    public = pages.message_public(session, message.id, user, new=created)
     if created:
         events.to_conversation(
             message.conversation_id,
@@ -145,7 +170,7 @@ def create_message(
     "/conversations/{conversation_id}/messages",
     summary="Read history",
     response_model=list[MessagePublic],
-    responses=error_responses({**NOT_VISIBLE, 422: "Both cursors given, or a bad limit"}),
+    responses=error_responses({**NOT_VISIBLE, 422: "Two cursors given, or a bad limit"}),
 )
 def read_messages(
     session: SessionDep,
@@ -158,21 +183,27 @@ def read_messages(
     after: Annotated[
         int | None, Query(ge=0, le=MAX_ID, description="Messages newer than this id")
     ] = None,
+    around: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="Messages around this id, and it")
+    ] = None,
 ) -> JSONRows:
     """A page of messages, oldest first. Tombstones of deleted messages are included.
 
     - no cursor: the newest `limit` messages;
     - `before=ID`: the `limit` messages just older than ID (scrolling up);
     - `after=ID`: the `limit` messages just newer than ID (catching up after a
-      reconnect; repeat with the last id you got until the page is short).
+      reconnect; repeat with the last id you got until the page is short);
+    - `around=ID`: message ID (if it is in this conversation) and the ones
+      just older, `limit - limit // 2` in all, then the `limit // 2` just
+      newer (opening the history at a search hit or a replied message).
     """
-    if before is not None and after is not None:
+    if sum(cursor is not None for cursor in (before, after, around)) > 1:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail="Give either before or after, not both",
+            detail="Give one of before, after and around, not several",
         )
     page = pages.message_history(
-        session, access.conversation, user, limit, before=before, after=after
+        session, access.conversation, user, limit, before=before, after=after, around=around
     )
     return JSONRows(page)
 
@@ -184,8 +215,8 @@ def read_messages(
 )
 def read_message(session: SessionDep, user: Reader, visible: ReadableMessage) -> MessagePublic:
     """A message from a conversation you can see. A deleted one is a tombstone."""
-    message = visible.message
-    return pages.message_public(session, message, crud.get_author(session, message), user)
+    assert visible.message.id is not None
+    return pages.message_public(session, visible.message.id, user)
 
 
 @router.patch(
@@ -216,10 +247,11 @@ def update_message(
     if message.deleted:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="Message was deleted")
     message = crud.edit_message(session, message, message_in.content)
-    public = pages.message_public(session, message, user, user)
+    assert message.id is not None
+    public = pages.message_public(session, message.id, user)
     events.to_conversation(
         message.conversation_id,
-        MessageEvent(type="message.updated", message=public),
+        MessageEvent(type="message.updated", message=for_everyone(public)),
         sign_urls=bool(public.attachments),
     )
     return public
@@ -239,7 +271,7 @@ def delete_message(
     message = visible.message
     if message.author_id != user.id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Not your message")
-    delete_message_for_all(session, message, user, events)
+    delete_message_for_all(session, message, events)
 
 
 @router.get("/search/messages", summary="Search your messages", response_model=list[MessagePublic])

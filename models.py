@@ -12,6 +12,7 @@ conversation lists) are built from rows as dicts of these schemas' shape,
 for speed, in pages.py, whose TypedDicts a test holds to these classes.
 """
 
+import re
 import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -88,6 +89,41 @@ MessageText = Annotated[
     NoNul,
 ]
 ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul]
+
+# Emoji: the code points that draw a picture (Unicode's Extended_Pictographic,
+# in ranges), and the pieces an emoji sequence joins them with (UTS #51).
+_PICTOGRAPHS = (
+    "\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u2199\u21a9\u21aa\u231a\u231b"
+    "\u2328\u2388\u23cf\u23e9-\u23f3\u23f8-\u23fa\u24c2\u25aa\u25ab\u25b6\u25c0"
+    "\u25fb-\u25fe\u2600-\u2605\u2607-\u2612\u2614-\u2685\u2690-\u2705\u2708-\u2712"
+    "\u2714\u2716\u271d\u2721\u2728\u2733\u2734\u2744\u2747\u274c\u274e\u2753-\u2755"
+    "\u2757\u2763-\u2767\u2795-\u2797\u27a1\u27b0\u27bf\u2934\u2935\u2b05-\u2b07"
+    "\u2b1b\u2b1c\u2b50\u2b55\u3030\u303d\u3297\u3299"
+    "\U0001f000-\U0001f0ff\U0001f10d-\U0001f10f\U0001f12f\U0001f16c-\U0001f171"
+    "\U0001f17e\U0001f17f\U0001f18e\U0001f191-\U0001f19a\U0001f1ad-\U0001f1e5"
+    "\U0001f201-\U0001f20f\U0001f21a\U0001f22f\U0001f232-\U0001f23a\U0001f23c-\U0001f23f"
+    "\U0001f249-\U0001f3fa\U0001f400-\U0001f53d\U0001f546-\U0001f64f\U0001f680-\U0001f6ff"
+    "\U0001f774-\U0001f77f\U0001f7d5-\U0001f7ff\U0001f80c-\U0001f80f\U0001f848-\U0001f84f"
+    "\U0001f85a-\U0001f85f\U0001f888-\U0001f88f\U0001f8ae-\U0001f8ff\U0001f90c-\U0001f93a"
+    "\U0001f93c-\U0001f945\U0001f947-\U0001faff\U0001fc00-\U0001fffd"
+)
+_ELEMENT = f"[{_PICTOGRAPHS}](?:[\U0001f3fb-\U0001f3ff]?\ufe0f?|[\U000e0020-\U000e007e]+\U000e007f)"
+EMOJI = re.compile(
+    "[0-9#*]\ufe0f?\u20e3"  # a keycap
+    "|[\U0001f1e6-\U0001f1ff]{2}"  # a flag: two regional indicators
+    f"|{_ELEMENT}(?:\u200d{_ELEMENT})*"  # one picture, or several joined (ZWJ)
+)
+
+
+def _one_emoji(value: str) -> str:
+    if not EMOJI.fullmatch(value):
+        raise ValueError("must be one emoji")
+    return value
+
+
+# One emoji, as a reaction: the longest real ones (families, flags of
+# regions) are under 16 code points.
+Emoji = Annotated[str, StringConstraints(min_length=1, max_length=32), AfterValidator(_one_emoji)]
 
 MAX_GROUP_MEMBERS = 100
 # Ids fit SQL's BIGINT; a larger number would overflow the database driver.
@@ -358,6 +394,10 @@ class Message(MessageBase, table=True):
     # How many attachments it carries (migration 0009): a page without any
     # costs no query for them (pages.with_attachments).
     attachment_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # The message this one answers, in the same conversation (migration 0010).
+    # No foreign key: messages are never removed (a delete leaves a tombstone),
+    # and SQLite cannot add one to an existing table without rebuilding it.
+    reply_to_id: int | None = Field(default=None, sa_type=ID)
 
 
 MAX_ATTACHMENTS = 10
@@ -370,6 +410,9 @@ class MessageCreate(MessageBase):
         default_factory=list,
         max_length=MAX_ATTACHMENTS,
         description="Up to 10 of your own uploads to this conversation, not sent yet",
+    )
+    reply_to: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="The id of the message this one answers"
     )
 
     @model_validator(mode="after")
@@ -385,6 +428,26 @@ class MessageUpdate(SQLModel):
     content: MessageText  # the only editable field, so it is required
 
 
+class ReplyPublic(SQLModel):
+    """What a reply shows of the message it answers, as that message is now."""
+
+    id: int
+    author: UserPublic
+    snippet: str | None  # the start of its text (REPLY_SNIPPET characters); null once deleted
+    deleted: bool
+
+
+REPLY_SNIPPET = 100
+
+
+class ReactionPublic(SQLModel):
+    """One emoji on a message: how many people put it there, and whether you did."""
+
+    emoji: str
+    count: int
+    me: bool
+
+
 class MessagePublic(MessageBase):
     id: int
     conversation_id: int
@@ -394,6 +457,10 @@ class MessagePublic(MessageBase):
     edited_at: datetime | None
     deleted: bool
     attachments: list[AttachmentPublic]
+    reply_to: ReplyPublic | None
+    # In order of the first reaction of each. In the message.* events, which
+    # every member receives alike, `me` is false: the reaction.* events say who.
+    reactions: list[ReactionPublic]
 
 
 # --- Attachments -----------------------------------------------------------
@@ -424,6 +491,15 @@ class Attachment(SQLModel, table=True):
     width: int | None = None  # images only
     height: int | None = None
     has_thumbnail: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Reaction(SQLModel, table=True):
+    """One person's emoji on one message (migration 0010)."""
+
+    message_id: int = Field(foreign_key="message.id", primary_key=True, sa_type=ID)
+    user_id: int = Field(foreign_key="user.id", primary_key=True, sa_type=ID)
+    emoji: str = Field(primary_key=True, max_length=32)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -529,6 +605,18 @@ class ReadyEvent(SQLModel):
 class MessageEvent(SQLModel):
     type: Literal["message.created", "message.updated", "message.deleted"]
     message: MessagePublic
+
+
+class ReactionEvent(SQLModel):
+    """Someone added or removed a reaction; `count` is how many people have
+    that emoji on the message now."""
+
+    type: Literal["reaction.added", "reaction.removed"]
+    conversation_id: int
+    message_id: int
+    emoji: str
+    user: UserPublic
+    count: int
 
 
 class JoinedEvent(SQLModel):

@@ -9,6 +9,8 @@ typed by the TypedDicts below. It is the one deliberate exception to
 tests/test_pages.py checks that these TypedDicts agree with
 UserPublic, MessagePublic and ConversationPublic, key for key and type for
 type. Each list costs a fixed number of queries, however many rows it has.
+Single messages (a send, an edit, GET /messages/{id}, the events) are read
+here too, so they carry their reply and reactions exactly as a page does.
 """
 
 import base64
@@ -23,7 +25,7 @@ from typing import Any, Literal, Protocol, TypedDict
 
 from fastapi import Response
 from pydantic_core import to_json
-from sqlalchemy import ColumnElement, Row, and_, bindparam, false, func, text, true
+from sqlalchemy import ColumnElement, Row, and_, bindparam, case, false, func, text, true
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
@@ -31,6 +33,7 @@ from config import settings
 from crud import LIKE_ESCAPE, escape_like, lower_username
 from db import fold, is_sqlite
 from models import (
+    REPLY_SNIPPET,
     Attachment,
     AttachmentPublic,
     Conversation,
@@ -39,8 +42,8 @@ from models import (
     Membership,
     Message,
     MessagePublic,
+    Reaction,
     User,
-    UserPublic,
 )
 
 
@@ -67,6 +70,23 @@ class AttachmentJSON(TypedDict):
     thumbnail_url: str | None
 
 
+class ReplyJSON(TypedDict):
+    """ReplyPublic, as a dict."""
+
+    id: int
+    author: UserJSON
+    snippet: str | None
+    deleted: bool
+
+
+class ReactionJSON(TypedDict):
+    """ReactionPublic, as a dict."""
+
+    emoji: str
+    count: int
+    me: bool
+
+
 class MessageJSON(TypedDict):
     """MessagePublic, as a dict."""
 
@@ -79,6 +99,8 @@ class MessageJSON(TypedDict):
     edited_at: datetime | None
     deleted: bool
     attachments: list[AttachmentJSON]
+    reply_to: ReplyJSON | None
+    reactions: list[ReactionJSON]
 
 
 class ConversationJSON(TypedDict):
@@ -130,51 +152,126 @@ def user_json(row: Sequence[Any]) -> UserJSON:
     }
 
 
-# The columns of a MessagePublic, the message's and its author's, in the
-# order `message_json` unpacks them.
-MESSAGE_ROWS = select(  # type: ignore[call-overload]
-    Message.id,
-    Message.conversation_id,
-    Message.client_id,
-    Message.content,
-    Message.created_at,
-    Message.edited_at,
-    Message.deleted,
-    Message.attachment_count,
-    *USER_COLUMNS,
-).join(User, col(User.id) == Message.author_id)
+# The columns of a MessagePublic, the message's and its author's, then the
+# message it answers (if any) and that one's author, in the order
+# `message_json` unpacks them. Attachments and reactions come from queries of
+# their own (`messages_json`): at most one each per page.
+_parent, _parent_author = aliased(Message), aliased(User)
+MESSAGE_ROWS = (
+    select(  # type: ignore[call-overload, misc]
+        Message.id,
+        Message.conversation_id,
+        Message.client_id,
+        Message.content,
+        Message.created_at,
+        Message.edited_at,
+        Message.deleted,
+        Message.attachment_count,
+        *USER_COLUMNS,
+        _parent.id,
+        func.substr(_parent.content, 1, REPLY_SNIPPET),
+        _parent.deleted,
+        _parent_author.id,
+        _parent_author.username,
+        _parent_author.display_name,
+        _parent_author.role,
+        _parent_author.created_at,
+    )
+    .join(User, col(User.id) == Message.author_id)
+    .outerjoin(_parent, col(_parent.id) == Message.reply_to_id)
+    .outerjoin(_parent_author, col(_parent_author.id) == _parent.author_id)
+)
 
 
 def message_json(row: Row[Any]) -> MessageJSON:
-    """A row of MESSAGE_ROWS as MessagePublic's JSON has it, its attachments
-    left to `messages_json`."""
+    """A row of MESSAGE_ROWS as MessagePublic's JSON has it, without its
+    attachments and reactions yet (`messages_json`)."""
     # Unpacking a row is quicker than reading it by name.
     id_, conversation_id, client_id, content, created_at, edited_at, deleted = tuple(row[:7])
+    parent: tuple[Any, ...] = tuple(row[13:16])
+    parent_id, snippet, parent_deleted = parent
     return {
         "id": id_,
         "conversation_id": conversation_id,
-        "author": user_json(row[8:]),
+        "author": user_json(row[8:13]),
         "content": content,
         "client_id": client_id,
         "created_at": created_at,
         "edited_at": edited_at,
         "deleted": deleted,
         "attachments": [],
+        "reply_to": None
+        if parent_id is None
+        else {
+            "id": parent_id,
+            "author": user_json(row[16:21]),
+            "snippet": snippet,
+            "deleted": parent_deleted,
+        },
+        "reactions": [],
     }
 
 
-def messages_json(session: Session, rows: Iterable[Any], viewer: User) -> list[MessageJSON]:
-    """Rows of MESSAGE_ROWS as MessagePublic's JSON, attachments included:
-    one more query if any of them has some, none otherwise."""
+# The reactions of a page's messages: each emoji on each message, with how
+# many people and whether the viewer is one, in order of first reaction.
+REACTIONS = (
+    select(
+        Reaction.message_id,
+        Reaction.emoji,
+        func.count(),
+        func.max(case((col(Reaction.user_id) == bindparam("viewer_id"), 1), else_=0)),
+    )
+    .where(col(Reaction.message_id).in_(bindparam("ids", expanding=True)))
+    .group_by(col(Reaction.message_id), col(Reaction.emoji))
+    .order_by(func.min(Reaction.created_at), col(Reaction.emoji))
+)
+
+
+def add_reactions(session: Session, messages: Sequence[MessageJSON], viewer_id: int | None) -> None:
+    """Fill in the messages' reactions, in one query; `me` is for `viewer_id`
+    (None: for nobody, as in the events every member receives alike). Asked
+    even for no messages, so that a page costs the same queries however full."""
+    by_id = {m["id"]: m for m in messages}
+    params = {"ids": list(by_id), "viewer_id": viewer_id}
+    for message_id, emoji, count, me in session.connection().execute(REACTIONS, params):
+        by_id[message_id]["reactions"].append({"emoji": emoji, "count": count, "me": bool(me)})
+
+
+def messages_json(session: Session, rows: Iterable[Any], viewer: User | None) -> list[MessageJSON]:
+    """Rows of MESSAGE_ROWS as MessagePublic's JSON, as `viewer` sees them:
+    attachments in one more query if any of them has some, reactions in one
+    more always (see `add_reactions`)."""
     messages, with_files = [], []
     for row in rows:
         message = message_json(row)
         messages.append(message)
-        if row[7]:  # attachment_count
+        if row[7] and viewer is not None:  # attachment_count
             with_files.append(message)
     if with_files:
+        assert viewer is not None
         add_attachments(session, with_files, viewer)
+    add_reactions(session, messages, None if viewer is None else viewer.id)
     return messages
+
+
+ONE_MESSAGE = MESSAGE_ROWS.where(Message.id == bindparam("message_id"))
+
+
+def message_public(
+    session: Session, message_id: int, viewer: User | None, *, new: bool = False
+) -> MessagePublic:
+    """One message as the pages have it (for the routes that answer one,
+    and the events), its attachments' URLs signed for `viewer` and `me` in
+    its reactions for them (None: for nobody, as in a tombstone). A `new`
+    one has no reactions to look for."""
+    row = session.connection().execute(ONE_MESSAGE, {"message_id": message_id}).one()
+    if new:
+        message = message_json(row)
+        if row[7] and viewer is not None:
+            add_attachments(session, [message], viewer)
+    else:
+        [message] = messages_json(session, [row], viewer)
+    return MessagePublic.model_validate(message)
 
 
 # --- Attachments and their signed URLs -------------------------------------------
@@ -274,20 +371,6 @@ def attachment_public(attachment: Attachment, viewer: User) -> AttachmentPublic:
             viewer.id,
             url_expiry(time.time()),
         )
-    )
-
-
-def message_public(session: Session, message: Message, author: User, viewer: User) -> MessagePublic:
-    """One message as `viewer` sees it: a query for its attachments if it has any."""
-    attachments: list[AttachmentJSON] = []
-    if message.attachment_count:
-        page = [{"id": message.id, "attachments": attachments}]
-        add_attachments(session, page, viewer)  # type: ignore[arg-type]
-    # model_validate reads the row's attributes: SQLModel turns on Pydantic's
-    # from_attributes (once called orm_mode) for every class.
-    return MessagePublic.model_validate(
-        message,
-        update={"author": UserPublic.model_validate(author), "attachments": attachments},
     )
 
 
@@ -444,7 +527,7 @@ def list_channels(session: Session, limit: int, offset: int) -> Sequence[Any]:
 def conversation_page(
     session: Session, conversations: Sequence[ConversationLike], viewer: User
 ) -> list[ConversationJSON]:
-    """Each conversation as `viewer` sees it (ConversationPublic's JSON), in five queries."""
+    """Each conversation as `viewer` sees it (ConversationPublic's JSON), in six queries."""
     if not conversations:
         return []
     connection = session.connection()
@@ -506,6 +589,7 @@ NEWEST_PAGE = _PAGE.order_by(col(Message.id).desc())
 # that point, so a page deep in the history costs what the newest one does.
 PAGE_BEFORE = _PAGE.where(col(Message.id) < bindparam("cursor")).order_by(col(Message.id).desc())
 PAGE_AFTER = _PAGE.where(col(Message.id) > bindparam("cursor")).order_by(col(Message.id))
+PAGE_UP_TO = _PAGE.where(col(Message.id) <= bindparam("cursor")).order_by(col(Message.id).desc())
 
 
 def message_history(
@@ -515,17 +599,24 @@ def message_history(
     limit: int,
     before: int | None = None,
     after: int | None = None,
+    around: int | None = None,
 ) -> list[MessageJSON]:
     """A page of history in ascending id order; see GET /conversations/{id}/messages."""
+    connection = session.connection()
     params = {"conversation_id": conversation.id, "limit": limit}
-    if after is not None:
-        rows = session.connection().execute(PAGE_AFTER, {**params, "cursor": after})
-        return messages_json(session, rows, viewer)
-    if before is not None:
-        rows = session.connection().execute(PAGE_BEFORE, {**params, "cursor": before})
+    if around is not None:
+        # The message itself and older ones, then newer ones: half and half.
+        older_params = {**params, "cursor": around, "limit": limit - limit // 2}
+        older = connection.execute(PAGE_UP_TO, older_params).all()
+        newer = connection.execute(PAGE_AFTER, {**params, "cursor": around, "limit": limit // 2})
+        rows: Iterable[Any] = [*reversed(older), *newer]
+    elif after is not None:
+        rows = connection.execute(PAGE_AFTER, {**params, "cursor": after})
+    elif before is not None:
+        rows = reversed(connection.execute(PAGE_BEFORE, {**params, "cursor": before}).all())
     else:
-        rows = session.connection().execute(NEWEST_PAGE, params)
-    return messages_json(session, reversed(rows.all()), viewer)
+        rows = reversed(connection.execute(NEWEST_PAGE, params).all())
+    return messages_json(session, rows, viewer)
 
 
 def _membership_of(viewer: User) -> ColumnElement[bool]:

@@ -9,6 +9,8 @@ import { LiveSocket } from "./socket.js";
 import * as views from "./views.js";
 
 const PAGE = 50; // messages per history page
+const GROUP_WITHIN_MS = 5 * 60 * 1000; // one author's messages this close share one name
+const UNREAD_SEARCH_LIMIT = 500; // how far back the first unread message is looked for
 const TYPING_EVERY_MS = 2100; // just over the server's 2 s: see "Typing indicators"
 const TYPING_SHOWN_MS = 5000; // over twice that: no flicker between two frames
 const $ = (id) => document.getElementById(id);
@@ -18,7 +20,9 @@ const state = {
   socket: null,
   conversations: new Map(), // id -> Conversation (the sidebar, and channels being read)
   // The open conversation: {id, messages: Map id -> Message, items: Map id ->
-  // its element, pendingItems: Map client_id -> element, complete, loading}.
+  // its element, pendingItems: Map client_id -> element, complete (the oldest
+  // is loaded), atEnd (the newest is loaded), loading, firstUnreadId (where
+  // the "New messages" line goes), newCount (arrived while scrolled up)}.
   // Elements are found through these maps, never by a selector built from an
   // id: a client_id is any string its sender chose, `"]` included.
   view: null,
@@ -30,6 +34,7 @@ const state = {
   typing: new Map(), // conversation id -> Map user id -> {user, timer}
   readUpTo: new Map(), // conversation id -> highest message id we told the server we read
   typingSentAt: new Map(), // conversation id -> when our last `typing` frame went out
+  replyTo: null, // the message the composer answers, if any
 };
 
 // ---- Session: log in, sign up, log out -------------------------------------
@@ -137,6 +142,8 @@ function renderSidebar() {
   $("conversation-list").replaceChildren(...items);
   // Rebuilding the list must not throw the keyboard user's focus away.
   if (focused) sidebarButtons.get(Number(focused.dataset.id))?.focus();
+  const unread = list.reduce((sum, c) => sum + c.unread_count, 0);
+  document.title = unread > 0 ? `(${unread}) MessageApp` : "MessageApp";
 }
 
 // A reply and a live event can cross: the reply may carry an older version
@@ -204,41 +211,121 @@ function closeConversation() {
   $("conversation-info").textContent = "";
   $("messages").replaceChildren();
   $("typing").textContent = "";
-  for (const id of ["messages", "composer", "join-bar"]) $(id).hidden = true;
+  for (const id of ["messages", "composer", "join-bar", "members", "new-messages"]) {
+    $(id).hidden = true;
+  }
   $("empty-state").hidden = false;
   clearUploads();
+  cancelReply();
 }
 
-async function openConversation(id, { focus = false } = {}) {
+// Open a conversation: at its first unread message (under a "New messages"
+// line), at message `at` (a search hit, a replied message), or at the newest.
+async function openConversation(id, { focus = false, at = null, query = "", latest = false } = {}) {
   if (!state.conversations.has(id)) remember(await api.get(`/conversations/${id}`));
+  const c = state.conversations.get(id);
   const view = {
     id,
     messages: new Map(),
     items: new Map(),
     pendingItems: new Map(),
     complete: false,
+    atEnd: true,
     loading: true,
+    firstUnreadId: null,
+    newCount: 0,
   };
+  // Opened again (at a message, or at the newest): what is being typed stays.
+  const again = state.view?.id === id;
+  if (!again) cancelReply();
   state.view = view;
   document.body.classList.add("chat-open");
   renderHeader();
   $("empty-state").hidden = true;
   $("messages").hidden = false;
   $("messages").replaceChildren();
-  $("composer-input").value = "";
-  clearUploads();
+  $("new-messages").hidden = true;
+  if (!again) {
+    $("composer-input").value = "";
+    clearUploads();
+  }
   renderTyping();
   renderSidebar();
-  const page = await api.get(`/conversations/${id}/messages?limit=${PAGE}`);
+  let page;
+  if (at !== null) {
+    page = await api.get(`/conversations/${id}/messages?limit=${PAGE}&around=${at}`);
+    view.complete = page.filter((m) => m.id <= at).length < PAGE - Math.floor(PAGE / 2);
+    view.atEnd = page.filter((m) => m.id > at).length < Math.floor(PAGE / 2);
+  } else {
+    page = await api.get(`/conversations/${id}/messages?limit=${PAGE}`);
+    view.complete = page.length < PAGE;
+    // Unread: the newest `unread_count` messages of others, deleted ones
+    // aside. Older pages are read until the first of them is in.
+    const unread = c.is_member && !latest ? c.unread_count : 0;
+    let first = firstUnread(page, unread);
+    while (unread > 0 && first === null && !view.complete && page.length < UNREAD_SEARCH_LIMIT) {
+      const path = `/conversations/${id}/messages?limit=${PAGE}&before=${page[0].id}`;
+      const older = await api.get(path);
+      view.complete = older.length < PAGE;
+      page = [...older, ...page];
+      first = firstUnread(page, unread);
+    }
+    if (unread > 0) view.firstUnreadId = first ?? page[0]?.id ?? null;
+  }
   if (state.view !== view) return; // another conversation was opened meanwhile
+  page.forEach((m) => addMessage(m));
   view.loading = false;
-  view.complete = page.length < PAGE;
-  page.forEach(addMessage);
-  for (const p of state.pending.values()) if (p.conversationId === id) renderPending(p);
+  if (view.atEnd) {
+    for (const p of state.pending.values()) if (p.conversationId === id) renderPending(p);
+  }
   renderStart();
-  scrollToBottom();
+  decorate();
+  if (at !== null) showFound(at, query);
+  else if (view.firstUnreadId !== null) {
+    scrollToItem($("messages").querySelector(".new-line"), "start");
+  }
+  else scrollToBottom();
   markSeen();
-  if (focus) (state.conversations.get(id)?.is_member ? $("composer-input") : $("join")).focus();
+  if (focus) (c.is_member ? $("composer-input") : $("join")).focus();
+}
+
+function firstUnread(page, count) {
+  if (count <= 0) return null;
+  let seen = 0;
+  for (let i = page.length - 1; i >= 0; i--) {
+    const m = page[i];
+    if (m.author.id !== state.me.id && !m.deleted && ++seen === count) return m.id;
+  }
+  return null;
+}
+
+// Scroll the list so that `node` is at its top ("start") or in its middle.
+function scrollToItem(node, where = "center") {
+  const list = $("messages");
+  if (!node) return;
+  const margin = where === "start" ? 8 : (list.clientHeight - node.offsetHeight) / 2;
+  const top = node.offsetTop - margin;
+  list.scrollTop = Math.max(0, top);
+}
+
+// A message found (a search hit) or followed (a reply's quote): brought into
+// view and marked for a moment, the query highlighted in it.
+function showFound(id, query = "") {
+  const item = state.view.items.get(id);
+  if (!item) return;
+  scrollToItem(item);
+  item.classList.add("found");
+  const content = item.querySelector(":scope > .content");
+  if (query && content) views.highlight(content, query); // a file alone has no text
+  setTimeout(() => item.classList.remove("found"), 4000);
+}
+
+// Jump to a message of the open conversation, loading history around it if
+// it is not on the page.
+async function jumpTo(id) {
+  if (state.view.items.has(id)) showFound(id);
+  else await openConversation(state.view.id, { at: id });
+  state.view.items.get(id)?.focus();
 }
 
 function renderHeader() {
@@ -246,6 +333,7 @@ function renderHeader() {
   $("conversation-title").replaceChildren(views.conversationTitle(c, state.me));
   $("conversation-info").textContent =
     c.kind === "direct" ? "direct message" : `${c.kind} · ${c.member_count} members`;
+  $("members").hidden = false;
   $("composer").hidden = !c.is_member;
   $("join-bar").hidden = c.is_member;
 }
@@ -260,23 +348,64 @@ function renderStart() {
 const nearBottom = (list) => list.scrollHeight - list.scrollTop - list.clientHeight < 60;
 const scrollToBottom = () => ($("messages").scrollTop = $("messages").scrollHeight);
 
+const isMember = (id) => Boolean(state.conversations.get(id)?.is_member);
+
 // Put a message in the open conversation, in id order, or replace the one
 // shown with the same id. Pending messages stay last, until theirs arrives.
-function addMessage(message) {
+// `isNew`: it just arrived live (counted in "N new messages" if unseen).
+// `force`: this version replaces the one shown (a reaction changed).
+function addMessage(message, { isNew = false, force = false } = {}) {
   const view = state.view;
   if (!view || message.conversation_id !== view.id) return;
   const known = view.messages.get(message.id);
-  if (known && laterVersion(known, message) === known && known !== message) return;
-  view.messages.set(message.id, message);
-  const list = $("messages");
-  const item = views.messageItem(message, state.me);
-  const old = view.items.get(message.id);
-  view.items.set(message.id, item);
-  if (old) {
-    old.replaceWith(item);
+  if (!force && known && laterVersion(known, message) === known && known !== message) return;
+  const own = message.author.id === state.me.id;
+  // Scrolled back in history (opened at a search hit): what arrives newer
+  // than the pages loaded waits until the reader comes down to it, so that
+  // no gap opens. (Pages being loaded are contiguous: they go in.)
+  const beyond = view.messages.size > 0 && message.id > Math.max(...view.messages.keys());
+  if (!known && !view.atEnd && !view.loading && beyond) {
+    if (isNew && !own) countNew(view);
     return;
   }
-  const own = message.author.id === state.me.id;
+  // Message events go to every member alike, without `me`: keep ours.
+  if (known && !force) {
+    for (const r of message.reactions) {
+      r.me = r.me || Boolean(known.reactions.find((k) => k.emoji === r.emoji)?.me);
+    }
+  }
+  view.messages.set(message.id, message);
+  const list = $("messages");
+  const item = views.messageItem(message, state.me, isMember(view.id));
+  item.tabIndex = -1; // focusable when a reply's quote leads to it
+  const old = view.items.get(message.id);
+  if (old && force) {
+    // Only the reactions changed: swap them alone, so that an edit, a picker
+    // or a question open on the message stays, and so does the focus.
+    const focused = document.activeElement;
+    const focusedEmoji = old.contains(focused) && focused.dataset.emoji;
+    const fresh = item.querySelector(".reactions");
+    const current = old.querySelector(".reactions");
+    if (current) current.replaceWith(...(fresh ? [fresh] : []));
+    else if (fresh) {
+      // After the files, the text or the edit open on it: whichever comes last.
+      const anchors = ":scope > .attachments, :scope > .content, :scope > .edit-form, :scope > .meta";
+      [...old.querySelectorAll(anchors)].at(-1).after(fresh);
+    }
+    if (focusedEmoji) {
+      [...old.querySelectorAll(".reaction")].find((b) => b.dataset.emoji === focusedEmoji)?.focus();
+    }
+    return;
+  }
+  view.items.set(message.id, item);
+  if (old) {
+    const focused = old.contains(document.activeElement) && document.activeElement.className;
+    old.replaceWith(item);
+    decorate();
+    // A keyboard user reacting or replying keeps their place in the new element.
+    if (focused) item.querySelector(`.message-actions .${focused.split(" ")[0]}`)?.focus();
+    return;
+  }
   // Only our own message takes the place of our pending one: another
   // member's client_id may be anything, even a copy of ours.
   if (own) removePendingItem(view, message.client_id);
@@ -285,9 +414,73 @@ function addMessage(message) {
   );
   // A new message at the end follows the reader down; an older one (our own
   // too, in a page loaded by scrolling up) leaves the view where it is.
-  const stick = !later?.dataset.id && (nearBottom(list) || own);
+  const atBottom = nearBottom(list);
+  const stick = !later?.dataset.id && (atBottom || own);
   list.insertBefore(item, later ?? null);
+  decorate();
   if (stick) scrollToBottom();
+  else if (isNew && !own && !later?.dataset.id) countNew(view);
+}
+
+// Day separators, the "New messages" line, and one name over consecutive
+// messages of one author: laid out again from the messages, in order.
+function decorate() {
+  const view = state.view;
+  const list = $("messages");
+  list.querySelectorAll(".day-separator, .new-line").forEach((node) => node.remove());
+  let previous = null;
+  for (const item of list.querySelectorAll(".message[data-id]")) {
+    const message = view.messages.get(Number(item.dataset.id));
+    const date = new Date(message.created_at);
+    const day = date.toDateString();
+    const newDay = !previous || new Date(previous.created_at).toDateString() !== day;
+    if (newDay) item.before(views.daySeparator(views.dayLabel(date)));
+    const unreadStart = message.id === view.firstUnreadId;
+    if (unreadStart) item.before(views.newMessagesLine());
+    const grouped =
+      !newDay &&
+      !unreadStart &&
+      previous.author.id === message.author.id &&
+      date - new Date(previous.created_at) < GROUP_WITHIN_MS;
+    item.classList.toggle("grouped", grouped);
+    previous = message;
+  }
+}
+
+// "N new messages", shown while the reader is scrolled up.
+function countNew(view) {
+  view.newCount += 1;
+  const button = $("new-messages");
+  button.textContent = view.newCount === 1 ? "1 new message ↓" : `${view.newCount} new messages ↓`;
+  button.hidden = false;
+}
+
+$("new-messages").addEventListener("click", async () => {
+  const view = state.view;
+  $("new-messages").hidden = true;
+  if (view.atEnd) {
+    view.newCount = 0;
+    scrollToBottom();
+  } else {
+    await openConversation(view.id, { latest: true });
+  }
+  $("composer-input").focus();
+});
+
+// Newer pages when the reader, back in history, scrolls near the bottom.
+async function loadNewer() {
+  const view = state.view;
+  if (!view || view.loading || view.atEnd) return;
+  view.loading = true;
+  const newest = Math.max(...view.messages.keys());
+  try {
+    const page = await api.get(`/conversations/${view.id}/messages?limit=${PAGE}&after=${newest}`);
+    if (state.view !== view) return;
+    view.atEnd = page.length < PAGE;
+    page.forEach((m) => addMessage(m));
+  } finally {
+    view.loading = false;
+  }
 }
 
 // Older pages when the reader scrolls near the top (before= the oldest shown).
@@ -301,7 +494,7 @@ async function loadOlder() {
     if (state.view !== view) return;
     const list = $("messages");
     const height = list.scrollHeight;
-    page.forEach(addMessage);
+    page.forEach((m) => addMessage(m));
     view.complete = page.length < PAGE;
     renderStart();
     // Keep what the reader was looking at in place: down by exactly what was
@@ -314,7 +507,15 @@ async function loadOlder() {
 }
 
 $("messages").addEventListener("scroll", () => {
-  if ($("messages").scrollTop < 100) loadOlder();
+  const list = $("messages");
+  if (list.scrollTop < 100) loadOlder();
+  if (nearBottom(list)) {
+    loadNewer();
+    if (state.view?.atEnd) {
+      state.view.newCount = 0;
+      $("new-messages").hidden = true;
+    }
+  }
   markSeen();
 });
 
@@ -369,11 +570,15 @@ $("composer").addEventListener("submit", (event) => {
     content: content.trim() ? content : "",
     attachmentIds: files.map((a) => a.id),
     files,
+    replyTo: state.replyTo?.conversation_id === state.view.id ? state.replyTo.id : null,
     error: null,
   };
   state.pending.set(pending.clientId, pending);
   $("composer-input").value = "";
   clearUploads();
+  cancelReply();
+  // Back in history: what we send goes at the end, so the end comes first.
+  if (!state.view.atEnd) openConversation(state.view.id, { latest: true });
   trySend(pending);
 });
 
@@ -406,7 +611,7 @@ async function startUpload(file) {
   } catch (error) {
     upload.error = error instanceof api.ApiError ? error.message : "No connection to the server";
   }
-  if (state.view === view) renderUploads();
+  if (state.view?.id === view.id) renderUploads();
 }
 
 $("attach").addEventListener("click", () => $("file-input").click());
@@ -447,12 +652,46 @@ $("composer-input").addEventListener("paste", (event) => {
   files.forEach(startUpload);
 });
 
-// Enter sends, Shift+Enter starts a new line (and IME composition is left alone).
+// Enter sends, Shift+Enter starts a new line (and IME composition is left
+// alone); ↑ in an empty composer edits your last message; Escape drops a reply.
 $("composer-input").addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+  if (event.isComposing) return;
+  if (event.key === "Enter" && !event.shiftKey) {
     event.preventDefault();
     $("composer").requestSubmit();
+  } else if (event.key === "ArrowUp" && !$("composer-input").value && state.view) {
+    const mine = [...state.view.messages.values()].filter(
+      (m) => m.author.id === state.me.id && !m.deleted,
+    );
+    const last = mine.sort((a, b) => b.id - a.id)[0];
+    if (last) {
+      event.preventDefault();
+      startEdit(state.view.items.get(last.id), last, $("composer-input"));
+    }
+  } else if (event.key === "Escape" && state.replyTo) {
+    cancelReply();
   }
+});
+
+function startReply(message) {
+  state.replyTo = message;
+  $("reply-bar-text").replaceChildren(
+    "Replying to ",
+    views.personName(message.author),
+    `: ${views.previewText(message).slice(0, 100)}`,
+  );
+  $("reply-bar").hidden = false;
+  $("composer-input").focus();
+}
+
+function cancelReply() {
+  state.replyTo = null;
+  $("reply-bar").hidden = true;
+}
+
+$("cancel-reply").addEventListener("click", () => {
+  cancelReply();
+  $("composer-input").focus();
 });
 
 async function trySend(pending) {
@@ -462,6 +701,7 @@ async function trySend(pending) {
     const body = { client_id: pending.clientId };
     if (pending.content) body.content = pending.content;
     if (pending.attachmentIds?.length) body.attachment_ids = pending.attachmentIds;
+    if (pending.replyTo) body.reply_to = pending.replyTo;
     const message = await api.post(`/conversations/${pending.conversationId}/messages`, body);
     receiveMessage(message);
   } catch (error) {
@@ -489,31 +729,119 @@ function removePendingItem(view, clientId) {
 
 $("messages").addEventListener("click", (event) => {
   const item = event.target.closest(".message");
-  if (!item) return;
+  const button = event.target.closest("button");
+  if (!item || !button) return;
   const pending = state.pending.get(item.dataset.clientId);
   const message = state.view.messages.get(Number(item.dataset.id));
-  if (event.target.matches(".retry")) trySend(pending);
-  else if (event.target.matches(".discard")) {
+  const is = (name) => button.classList.contains(name);
+  if (is("retry")) trySend(pending);
+  else if (is("discard")) {
     state.pending.delete(pending.clientId);
     removePendingItem(state.view, pending.clientId);
-  } else if (event.target.matches(".edit")) startEdit(item, message);
-  else if (event.target.matches(".delete")) deleteMessage(message);
+  } else if (is("edit")) startEdit(item, message);
+  else if (is("delete")) askDelete(item, message);
+  else if (is("confirm")) deleteMessage(message);
+  else if (is("cancel-delete")) closeAside(item, ".confirm-delete", ".delete");
+  else if (is("reply")) startReply(message);
+  else if (is("react")) openPicker(item, message);
+  else if (is("pick")) {
+    closeAside(item, ".reaction-picker", ".react");
+    react(message, button.dataset.emoji, true);
+  } else if (is("cancel-pick")) closeAside(item, ".reaction-picker", ".react");
+  else if (is("reaction")) {
+    react(message, button.dataset.emoji, button.getAttribute("aria-pressed") !== "true");
+  }
+  else if (is("reply-quote")) jumpTo(Number(button.dataset.replyTo));
 });
+
+// Escape closes the picker or the delete question it is in.
+$("messages").addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  const item = event.target.closest(".message");
+  if (item?.querySelector(".reaction-picker")) closeAside(item, ".reaction-picker", ".react");
+  if (item?.querySelector(".confirm-delete")) closeAside(item, ".confirm-delete", ".delete");
+});
+
+// A picker or a question shown in place of the actions bar, and its end:
+// the bar back, and the focus on the button that opened it.
+function showAside(item, aside) {
+  item.querySelector(".message-actions").hidden = true;
+  item.querySelector(".reaction-picker, .confirm-delete")?.remove();
+  item.append(aside);
+  item.classList.add("busy");
+}
+
+function closeAside(item, selector, back) {
+  item.querySelector(selector)?.remove();
+  item.classList.remove("busy");
+  const actions = item.querySelector(".message-actions");
+  if (actions) actions.hidden = false;
+  item.querySelector(back)?.focus();
+}
+
+function openPicker(item, message) {
+  const picker = views.reactionPicker(message);
+  showAside(item, picker);
+  picker.querySelector("button").focus();
+}
+
+function askDelete(item, message) {
+  const question = views.deleteConfirmation(message);
+  showAside(item, question);
+  question.querySelector(".cancel-delete").focus();
+}
+
+// ---- Reactions ---------------------------------------------------------------
+
+async function react(message, emoji, add) {
+  try {
+    const path = `/messages/${message.id}/reactions/${encodeURIComponent(emoji)}`;
+    await api.request(add ? "PUT" : "DELETE", path);
+    // At once, without waiting for the event (which may be slower, or lost
+    // while the socket reconnects); the event then gives the exact count.
+    const mine = message.reactions.find((r) => r.emoji === emoji);
+    if (add && !mine?.me) applyReaction(message.id, emoji, (mine?.count ?? 0) + 1, true);
+    if (!add && mine?.me) applyReaction(message.id, emoji, mine.count - 1, false);
+  } catch (error) {
+    alertUser(`Could not react: ${error.message}`);
+  }
+}
+
+// A reaction's new count, and whether it is ours (undefined: unchanged).
+function applyReaction(messageId, emoji, count, me) {
+  const message = state.view?.messages.get(messageId);
+  if (!message) return;
+  const reactions = message.reactions.map((r) => ({ ...r }));
+  let reaction = reactions.find((r) => r.emoji === emoji);
+  if (!reaction) {
+    reaction = { emoji, count, me: Boolean(me) };
+    reactions.push(reaction);
+  }
+  reaction.count = count;
+  if (me !== undefined) reaction.me = me;
+  addMessage({ ...message, reactions: reactions.filter((r) => r.count > 0) }, { force: true });
+}
 
 // ---- Editing and deleting your own messages --------------------------------
 
-function startEdit(item, message) {
+// `back`: where the focus goes when the edit ends (the composer, after ↑).
+function startEdit(item, message, back = null) {
   const view = state.view;
   const form = views.editForm(message);
   const input = form.querySelector("textarea");
   const done = () => {
     if (view.items.get(message.id) !== item) return; // a newer version replaced it already
-    const shown = views.messageItem(view.messages.get(message.id), state.me); // the latest
+    const shown = views.messageItem(view.messages.get(message.id), state.me, true); // the latest
+    shown.tabIndex = -1;
     item.replaceWith(shown);
     view.items.set(message.id, shown);
-    shown.querySelector(".edit")?.focus(); // the keyboard user is back where they were
+    decorate();
+    (back ?? shown.querySelector(".edit"))?.focus(); // the keyboard user is back where they were
   };
-  item.querySelector(".content").replaceWith(form);
+  // A message of files alone has no text yet: the form goes where it would be.
+  const content = item.querySelector(":scope > .content");
+  if (content) content.replaceWith(form);
+  else [...item.querySelectorAll(":scope > .meta, :scope > .reply-quote")].at(-1).after(form);
   item.querySelector(".message-actions").hidden = true;
   form.querySelector(".cancel").addEventListener("click", done);
   input.addEventListener("keydown", (event) => {
@@ -537,10 +865,9 @@ function startEdit(item, message) {
 }
 
 async function deleteMessage(message) {
-  if (!confirm("Delete this message? Everyone will see that it was deleted.")) return;
   try {
     await api.request("DELETE", `/messages/${message.id}`);
-    receiveMessage({ ...message, content: null, deleted: true });
+    receiveMessage({ ...message, content: null, deleted: true, reactions: [], attachments: [] });
     $("composer-input").focus();
   } catch (error) {
     alertUser(`Could not delete: ${error.message}`);
@@ -582,6 +909,13 @@ function handleEvent(event) {
     case "typing":
       showTyping(event.conversation_id, event.user);
       break;
+    case "reaction.added":
+    case "reaction.removed": {
+      const mine = event.user.id === state.me.id;
+      const me = mine ? event.type === "reaction.added" : undefined;
+      applyReaction(event.message_id, event.emoji, event.count, me);
+      break;
+    }
   }
 }
 
@@ -598,7 +932,7 @@ function receiveMessage(message, isNew = false) {
   c.last_message = laterVersion(c.last_message, message);
   if (isNew && !own && c.is_member) c.unread_count += 1;
   if (message.deleted && !own && c.unread_count > 0) refreshConversation(c.id);
-  addMessage(message);
+  addMessage(message, { isNew });
   if (isNew && !own) {
     clearTyping(message.conversation_id, message.author.id);
     if (state.view?.id === c.id) {
@@ -617,7 +951,7 @@ async function catchUp() {
   $("connection").textContent = "";
   openFirstConversation(); // if the first load failed, or nothing is open yet
   const view = state.view;
-  if (!view || view.loading) return;
+  if (!view || view.loading || !view.atEnd) return; // back in history: loadNewer() will come
   let after = Math.max(0, ...view.messages.keys());
   for (;;) {
     const page = await api.get(`/conversations/${view.id}/messages?limit=200&after=${after}`);
@@ -627,7 +961,7 @@ async function catchUp() {
   }
   // after= brings new messages only; edits and deletions come with a re-read.
   const newest = await api.get(`/conversations/${view.id}/messages?limit=${PAGE}`);
-  newest.forEach(addMessage);
+  newest.forEach((m) => addMessage(m));
 }
 
 // ---- Typing indicators -----------------------------------------------------
@@ -825,7 +1159,7 @@ $("search-form").addEventListener("submit", async (event) => {
     $("search-results").replaceChildren(
       ...found.map((m) => {
         const c = state.conversations.get(m.conversation_id);
-        return views.searchResult(m, c ? views.conversationTitle(c, state.me) : "");
+        return views.searchResult(m, c ? views.conversationTitle(c, state.me) : "", q);
       }),
     );
     if (found.length === 0) {
@@ -836,11 +1170,16 @@ $("search-form").addEventListener("submit", async (event) => {
   }
 });
 
+// A result opens its conversation at the message, the words found marked.
 $("search-results").addEventListener("click", (event) => {
-  const id = Number(event.target.closest(".result")?.dataset.conversationId);
-  if (!id) return;
+  const result = event.target.closest(".result");
+  if (!result) return;
   $("search-dialog").close();
-  openConversation(id, { focus: true });
+  openConversation(Number(result.dataset.conversationId), {
+    focus: true,
+    at: Number(result.dataset.messageId),
+    query: $("search-input").value,
+  });
 });
 
 // ---- Settings: your sessions -------------------------------------------------
@@ -858,7 +1197,192 @@ async function loadSessions() {
 
 $("settings").addEventListener("click", () => {
   openDialog("settings-dialog");
+  $("profile-form").reset();
+  $("password-form").reset();
+  document.querySelectorAll("#settings-dialog .status").forEach((p) => (p.textContent = ""));
+  $("display-name").value = state.me.display_name ?? "";
   loadSessions();
+});
+
+// A form's own line: "Saved." or what went wrong.
+function say(form, text) {
+  form.querySelector(".status").textContent = text;
+}
+
+$("profile-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const name = $("display-name").value.trim();
+  try {
+    state.me = await api.request("PATCH", "/users/me", { display_name: name || null });
+    $("me").replaceChildren("Signed in as ", views.personName(state.me));
+    say(form, "Saved.");
+  } catch (error) {
+    say(form, `Not saved: ${error.message}`);
+  }
+});
+
+// The server ends every other session and this token; this session goes on
+// with its refresh token, which the next request (or the socket) uses.
+$("password-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  try {
+    await api.request("PUT", "/users/me/password", {
+      current_password: $("current-password").value,
+      new_password: $("new-password").value,
+    });
+    form.reset();
+    say(form, "Password changed. Your other sessions were signed out.");
+    await api.freshSession(api.loadSession());
+    loadSessions();
+  } catch (error) {
+    say(form, `Not changed: ${error.message}`);
+  }
+});
+
+$("sign-out").addEventListener("click", () => {
+  $("settings-dialog").close();
+  $("logout").click();
+});
+
+// ---- Members: who is in the conversation, adding someone, leaving ----------
+
+async function loadMembers() {
+  const c = state.conversations.get(state.view.id);
+  const users = await api.get(`/conversations/${c.id}/members?limit=1000`);
+  $("member-list").replaceChildren(...users.map((u) => views.memberItem(u, state.me)));
+}
+
+$("members").addEventListener("click", async () => {
+  const c = state.conversations.get(state.view.id);
+  const dialog = openDialog("members-dialog");
+  $("members-heading").replaceChildren("Who is in ", views.conversationTitle(c, state.me));
+  $("add-member-form").reset();
+  $("add-member-form").hidden = c.kind !== "group" || !c.is_member;
+  $("leave").hidden = c.kind === "direct" || !c.is_member;
+  $("leave").textContent = c.kind === "group" ? "Leave group" : "Leave channel";
+  $("member-list").replaceChildren();
+  try {
+    await loadMembers();
+  } catch (error) {
+    showError(dialog, error);
+  }
+});
+
+$("add-member-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const dialog = $("members-dialog");
+  dialog.querySelector(".error").textContent = "";
+  try {
+    const body = { username: $("member-username").value.trim() };
+    remember(await api.post(`/conversations/${state.view.id}/members`, body));
+    $("add-member-form").reset();
+    renderHeader();
+    await loadMembers();
+  } catch (error) {
+    showError(dialog, error);
+  }
+});
+
+$("leave").addEventListener("click", async () => {
+  const dialog = $("members-dialog");
+  const c = state.conversations.get(state.view.id);
+  try {
+    await api.post(`/conversations/${c.id}/leave`);
+  } catch (error) {
+    showError(dialog, error);
+    return;
+  }
+  dialog.close();
+  if (c.kind === "channel") {
+    remember({ ...c, is_member: false, member_count: c.member_count - 1, unread_count: 0 });
+  } else {
+    state.conversations.delete(c.id);
+  }
+  closeConversation();
+  renderSidebar();
+  openFirstConversation();
+});
+
+// ---- Quick switcher (Ctrl+K, or ⌘K on a Mac) --------------------------------
+
+function openSwitcher() {
+  $("switcher-input").value = "";
+  if (!$("switcher-dialog").open) openDialog("switcher-dialog");
+  fillSwitcher();
+}
+
+document.addEventListener("keydown", (event) => {
+  if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "k" && state.me) {
+    event.preventDefault();
+    openSwitcher();
+  }
+});
+$("switcher").addEventListener("click", openSwitcher);
+
+// A conversation's title as words to match against.
+function titleText(c) {
+  if (c.kind !== "direct") return c.title;
+  const other = c.members?.find((u) => u.id !== state.me.id);
+  return other ? views.nameOf(other) : "";
+}
+
+let switcherTicket = 0;
+async function fillSwitcher() {
+  const query = $("switcher-input").value.trim().toLowerCase();
+  const ticket = ++switcherTicket;
+  const mine = [...state.conversations.values()].filter((c) => c.is_member).sort(latestFirst);
+  const found = mine.filter((c) => titleText(c).toLowerCase().includes(query)).slice(0, 8);
+  const items = found.map((c) =>
+    views.switcherItem(views.conversationTitle(c, state.me), { id: c.id }),
+  );
+  // People without a direct conversation yet: the directory finds them.
+  if (query) {
+    const known = new Set(mine.filter((c) => c.kind === "direct").map(titleText));
+    const people = await api.get(`/users?q=${encodeURIComponent(query)}&limit=5`);
+    if (ticket !== switcherTicket) return;
+    for (const u of people) {
+      if (u.id === state.me.id || known.has(views.nameOf(u))) continue;
+      items.push(views.switcherItem(views.personName(u), { username: u.username }));
+    }
+  }
+  $("switcher-results").replaceChildren(...items);
+  if (items.length === 0) {
+    $("switcher-results").append(views.el("li", { className: "none" }, "Nothing matches."));
+  }
+}
+
+$("switcher-input").addEventListener("input", fillSwitcher);
+$("switcher-input").addEventListener("keydown", (event) => {
+  if (event.key === "Enter") {
+    event.preventDefault();
+    $("switcher-results").querySelector("button")?.click();
+  } else if (event.key === "ArrowDown") {
+    event.preventDefault();
+    $("switcher-results").querySelector("button")?.focus();
+  }
+});
+$("switcher-results").addEventListener("keydown", (event) => {
+  const item = event.target.closest("li");
+  if (event.key === "ArrowDown") item?.nextElementSibling?.querySelector("button")?.focus();
+  else if (event.key === "ArrowUp") {
+    const previous = item?.previousElementSibling?.querySelector("button");
+    (previous ?? $("switcher-input")).focus();
+  } else return;
+  event.preventDefault();
+});
+
+$("switcher-results").addEventListener("click", (event) => {
+  const button = event.target.closest(".switch");
+  if (!button) return;
+  const dialog = $("switcher-dialog");
+  if (button.dataset.id) {
+    dialog.close();
+    openConversation(Number(button.dataset.id), { focus: true });
+  } else {
+    startConversation(dialog, { kind: "direct", members: [button.dataset.username] });
+  }
 });
 
 $("session-list").addEventListener("click", async (event) => {

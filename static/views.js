@@ -70,7 +70,7 @@ export function sharedText(attachments) {
   return `${attachments.length} ${images ? "images" : "files"}`;
 }
 
-function previewText(message) {
+export function previewText(message) {
   if (message.deleted) return "message deleted";
   const files = message.attachments ?? [];
   if (!files.length) return message.content;
@@ -153,13 +153,158 @@ export function conversationItem(conversation, me, active) {
   return el("li", {}, button);
 }
 
-// One message. `own` messages get Edit and Delete buttons; a tombstone shows
-// that something was deleted, never what.
-export function messageItem(message, me) {
+// ---- Formatting: plain text in, elements out --------------------------------
+//
+// The server stores what was typed. Here a small subset of Markdown becomes
+// elements, each built with el() and text nodes, never by parsing HTML:
+// ```fenced code```, `inline code`, **bold**, _italic_, links (http and
+// https only) and @mentions. Anything else, `<b>` or `javascript:` included,
+// stays the characters it is.
+
+const FENCE = /```(?:[^\n`]*\n)?([\s\S]*?)```/g; // an info string ("js") is skipped
+const INLINE = new RegExp(
+  [
+    "`([^`\\n]+)`", // 1: code
+    "\\*\\*(?=\\S)([^\\n]*?\\S)\\*\\*", // 2: bold
+    "(?<![\\p{L}\\p{N}_])_(?=\\S)([^_\\n]*?\\S)_(?![\\p{L}\\p{N}_])", // 3: italic
+    "(https?:\\/\\/[^\\s<>\"]*[^\\s<>\".,;:!?'()\\[\\]{}])", // 4: link
+    "(?<![\\p{L}\\p{N}_.@-])@([A-Za-z0-9_.-]{3,32})(?<!\\.)", // 5: mention
+  ].join("|"),
+  "gu",
+);
+
+// Only web links become links: whatever the text says, the href is parsed
+// and must come out http or https.
+function safeLink(text) {
+  try {
+    const url = new URL(text);
+    if (url.protocol !== "http:" && url.protocol !== "https:") return null;
+    return el("a", { href: url.href, target: "_blank", rel: "noopener noreferrer" }, text);
+  } catch {
+    return null;
+  }
+}
+
+function inline(text, me) {
+  const out = [];
+  let last = 0;
+  for (const m of text.matchAll(INLINE)) {
+    if (m.index > last) out.push(text.slice(last, m.index));
+    const [whole, code, bold, italic, link, mention] = m;
+    if (code !== undefined) out.push(el("code", {}, code));
+    else if (bold !== undefined) out.push(el("strong", {}, ...inline(bold, me)));
+    else if (italic !== undefined) out.push(el("em", {}, ...inline(italic, me)));
+    else if (link !== undefined) out.push(safeLink(link) ?? link);
+    else if (mention !== undefined) {
+      const mine = me && mention.toLowerCase() === me.username.toLowerCase();
+      out.push(el("span", { className: mine ? "mention me" : "mention" }, whole));
+    }
+    last = m.index + whole.length;
+  }
+  if (last < text.length) out.push(text.slice(last));
+  return out;
+}
+
+// The content of a message as nodes: fenced blocks first, inline elsewhere.
+// A block is a line of its own: the line breaks around it are its edges.
+export function formatText(text, me = null) {
+  const out = [];
+  let last = 0;
+  for (const m of text.matchAll(FENCE)) {
+    const before = text.slice(last, m.index).replace(/\n$/, "");
+    if (before) out.push(...inline(before, me));
+    out.push(el("pre", {}, el("code", {}, m[1].replace(/\n$/, ""))));
+    last = m.index + m[0].length;
+    if (text[last] === "\n") last += 1;
+  }
+  if (last < text.length) out.push(...inline(text.slice(last), me));
+  return out;
+}
+
+// ---- Messages ------------------------------------------------------------------
+
+export const QUICK_REACTIONS = ["👍", "❤️", "😂", "🎉", "😮", "😢", "👀", "✅"];
+
+// "alice's message of 14:05": what an action's label says it acts on, for
+// screen readers, where a row of "Reply" buttons would say nothing.
+export function messageLabel(message) {
+  return `${nameOf(message.author)}'s message of ${formatTime(message.created_at)}`;
+}
+
+function replyQuote(reply) {
+  // A message of files alone has no text to quote (the server sends none of its files).
+  const snippet = reply.snippet || "an attachment";
+  return el(
+    "button",
+    {
+      type: "button",
+      className: "reply-quote",
+      dataset: { replyTo: reply.id },
+      "aria-label": `In reply to ${nameOf(reply.author)}: ${
+        reply.deleted ? "a deleted message" : snippet
+      }. Show it`,
+    },
+    el("span", { className: "reply-author" }, personName(reply.author)),
+    " ",
+    reply.deleted
+      ? el("span", { className: "tombstone" }, "message deleted")
+      : el("span", { className: "reply-snippet" }, snippet),
+  );
+}
+
+function reactionList(message, member) {
+  if (message.deleted || message.reactions.length === 0) return null;
+  return el(
+    "ul",
+    { className: "reactions", "aria-label": `Reactions to ${messageLabel(message)}` },
+    ...message.reactions.map((r) => {
+      const people = r.count === 1 ? "1 person" : `${r.count} people`;
+      const button = el(
+        "button",
+        {
+          type: "button",
+          className: r.me ? "reaction me" : "reaction",
+          dataset: { emoji: r.emoji },
+          "aria-pressed": String(r.me),
+          disabled: !member,
+          "aria-label": `${r.emoji} ${people}${r.me ? ", you included" : ""}: ${
+            r.me ? "take yours back" : "react with it too"
+          }`,
+        },
+        `${r.emoji} `,
+        el("span", { className: "count" }, String(r.count)),
+      );
+      return el("li", {}, button);
+    }),
+  );
+}
+
+function actionButton(className, text, label) {
+  return el("button", { type: "button", className, "aria-label": label }, text);
+}
+
+// One message: who and when, what it answers, its text, its reactions, and
+// a bar of actions that shows on hover or focus (keyboard users tab into it).
+// A tombstone shows that something was deleted, never what.
+// `member`: the reader is in the conversation (a channel can be read without
+// joining it, but only members react and reply).
+export function messageItem(message, me, member = true) {
   const own = message.author.id === me.id;
+  const about = messageLabel(message);
+  const actions =
+    member &&
+    !message.deleted &&
+    el(
+      "div",
+      { className: "message-actions", role: "group", "aria-label": `Actions on ${about}` },
+      actionButton("react", "☺ React", `React to ${about}`),
+      actionButton("reply", "↩ Reply", `Reply to ${about}`),
+      own && actionButton("edit", "Edit", `Edit ${about}`),
+      own && actionButton("delete", "Delete", `Delete ${about}`),
+    );
   const item = el(
     "li",
-    { className: "message", dataset: { id: message.id } },
+    { className: "message", dataset: { id: message.id, author: message.author.id } },
     el(
       "div",
       { className: "meta" },
@@ -168,26 +313,74 @@ export function messageItem(message, me) {
       timeElement(message.created_at),
       message.edited_at && !message.deleted && el("span", { className: "edited" }, " (edited)"),
     ),
+    message.reply_to && replyQuote(message.reply_to),
     message.deleted
       ? el("p", { className: "content tombstone" }, "This message was deleted.")
       : (message.content || !message.attachments?.length) &&
-          el("p", { className: "content" }, message.content),
+          el("div", { className: "content" }, ...formatText(message.content ?? "", me)),
     !message.deleted && attachmentList(message.attachments),
-    own &&
-      !message.deleted &&
-      el(
-        "div",
-        { className: "message-actions" },
-        el("button", { type: "button", className: "edit", "aria-label": "Edit message" }, "Edit"),
-        el(
-          "button",
-          { type: "button", className: "delete", "aria-label": "Delete message" },
-          "Delete",
-        ),
-      ),
+    reactionList(message, member),
+    actions,
   );
   if (own) item.classList.add("own");
   return item;
+}
+
+// The row of emoji to react with, shown under a message until one is picked.
+export function reactionPicker(message) {
+  return el(
+    "div",
+    {
+      className: "reaction-picker",
+      role: "group",
+      "aria-label": `React to ${messageLabel(message)}`,
+    },
+    ...QUICK_REACTIONS.map((emoji) =>
+      el(
+        "button",
+        { type: "button", className: "pick", dataset: { emoji }, "aria-label": `React with ${emoji}` },
+        emoji,
+      ),
+    ),
+    el("button", { type: "button", className: "cancel-pick" }, "Cancel"),
+  );
+}
+
+// Asked in the page, next to the message: no browser dialog.
+export function deleteConfirmation(message) {
+  return el(
+    "div",
+    {
+      className: "confirm-delete",
+      role: "alertdialog",
+      "aria-label": `Delete ${messageLabel(message)}?`,
+    },
+    el("span", {}, "Delete this message for everyone? "),
+    el("button", { type: "button", className: "confirm danger" }, "Delete"),
+    " ",
+    el("button", { type: "button", className: "cancel-delete" }, "Cancel"),
+  );
+}
+
+// "Today", "Yesterday", or the date, in the viewer's zone.
+export function dayLabel(date) {
+  const today = new Date();
+  const yesterday = new Date(today);
+  yesterday.setDate(today.getDate() - 1);
+  if (date.toDateString() === today.toDateString()) return "Today";
+  if (date.toDateString() === yesterday.toDateString()) return "Yesterday";
+  const parts = { weekday: "long", day: "numeric", month: "long", year: "numeric" };
+  return date.toLocaleDateString([], parts);
+}
+
+// Items of the message list like the messages (a list holds only items),
+// read out as what they say.
+export function daySeparator(label) {
+  return el("li", { className: "day-separator" }, el("span", {}, label));
+}
+
+export function newMessagesLine() {
+  return el("li", { className: "new-line" }, el("span", {}, "New messages"));
 }
 
 // A message we are sending: "Sending…", or the error and a Retry button.
@@ -202,7 +395,7 @@ export function pendingItem(pending, me) {
       " · ",
       el("span", { className: "status" }, pending.error ? "Not sent" : "Sending…"),
     ),
-    pending.content && el("p", { className: "content" }, pending.content),
+    pending.content && el("div", { className: "content" }, ...formatText(pending.content, me)),
     pending.files?.length &&
       el("p", { className: "content" }, `Sharing ${sharedText(pending.files)}`),
   );
@@ -240,14 +433,49 @@ export function editForm(message) {
   );
 }
 
+// Wrap each occurrence of `query` (ignoring case) in the text under `node`
+// in <mark>: a search hit, highlighted.
+export function highlight(node, query) {
+  const needle = query.toLowerCase();
+  if (!needle) return;
+  const walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+  const texts = [];
+  while (walker.nextNode()) texts.push(walker.currentNode);
+  for (const text of texts) {
+    const value = text.nodeValue;
+    const lower = value.toLowerCase();
+    // Lower-casing may change a string's length (İ): then leave it unmarked.
+    if (lower.length !== value.length) continue;
+    const parts = [];
+    let from = 0;
+    for (let at = lower.indexOf(needle); at >= 0; at = lower.indexOf(needle, from)) {
+      parts.push(value.slice(from, at), el("mark", {}, value.slice(at, at + needle.length)));
+      from = at + needle.length;
+    }
+    if (parts.length === 0) continue;
+    parts.push(value.slice(from));
+    text.replaceWith(...parts);
+  }
+}
+
 // `title`: the conversation's, as conversationTitle gives it.
-export function searchResult(message, title) {
+export function searchResult(message, title, query) {
+  const content = el("span", { className: "content" }, ...formatText(message.content ?? ""));
+  highlight(content, query);
+  if (message.attachments?.length) {
+    const shared = `shared ${sharedText(message.attachments)}`;
+    content.append(message.content ? ` (${shared})` : shared);
+  }
   return el(
     "li",
     {},
     el(
       "button",
-      { type: "button", className: "result", dataset: { conversationId: message.conversation_id } },
+      {
+        type: "button",
+        className: "result",
+        dataset: { conversationId: message.conversation_id, messageId: message.id },
+      },
       el(
         "span",
         { className: "meta" },
@@ -257,7 +485,7 @@ export function searchResult(message, title) {
         " · ",
         timeElement(message.created_at),
       ),
-      el("span", { className: "content" }, previewText(message)),
+      content,
     ),
   );
 }
@@ -317,4 +545,15 @@ export function sessionItem(session) {
         "Sign out",
       ),
   );
+}
+
+// One member, in the members panel.
+export function memberItem(user, me) {
+  const you = user.id === me.id && " (you)";
+  return el("li", { className: "choice" }, el("span", {}, personName(user), you));
+}
+
+// A choice in the quick switcher: a conversation (by id) or a person (by username).
+export function switcherItem(label, data) {
+  return el("li", {}, el("button", { type: "button", className: "switch", dataset: data }, label));
 }

@@ -37,6 +37,8 @@ def test_create_message(client: TestClient) -> None:
         "edited_at",
         "deleted",
         "attachments",
+        "reply_to",
+        "reactions",
     }
     assert message["attachments"] == []
     assert message["conversation_id"] == direct

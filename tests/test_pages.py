@@ -11,12 +11,28 @@ from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 import pytest
 from pydantic import BaseModel
 
-from models import AttachmentPublic, ConversationPublic, MessagePublic, UserPublic
-from pages import AttachmentJSON, ConversationJSON, MessageJSON, UserJSON
+from models import (
+    AttachmentPublic,
+    ConversationPublic,
+    MessagePublic,
+    ReactionPublic,
+    ReplyPublic,
+    UserPublic,
+)
+from pages import (
+    AttachmentJSON,
+    ConversationJSON,
+    MessageJSON,
+    ReactionJSON,
+    ReplyJSON,
+    UserJSON,
+)
 
 PAIRS = {
     UserJSON: UserPublic,
     AttachmentJSON: AttachmentPublic,
+    ReplyJSON: ReplyPublic,
+    ReactionJSON: ReactionPublic,
     MessageJSON: MessagePublic,
     ConversationJSON: ConversationPublic,
 }

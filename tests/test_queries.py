@@ -37,8 +37,13 @@ def test_history_page_query_count_is_fixed(client: TestClient, engine: Engine) -
     group = create_conversation(
         client, alice, kind="group", title="G", members=[f"user{i}" for i in range(5)]
     )["id"]
+    previous = None
     for i in range(40):  # many authors, so authors cannot come from one lookup
-        send(client, users[i % 5], group, f"message {i}")
+        # Replies and reactions too: neither may cost a query per message.
+        reply_to: dict[str, Any] = {"reply_to": previous} if previous and i % 2 else {}
+        previous = send(client, users[i % 5], group, f"message {i}", **reply_to)["id"]
+        response = client.put(f"/messages/{previous}/reactions/👍", headers=users[(i + 1) % 5])
+        assert response.status_code == 204
 
     def page(limit: int) -> Callable[[], Any]:
         return lambda: client.get(
@@ -46,6 +51,15 @@ def test_history_page_query_count_is_fixed(client: TestClient, engine: Engine) -
         )
 
     assert queries_for(engine, page(2)) == queries_for(engine, page(40))
+
+    def around(limit: int) -> Callable[[], Any]:
+        return lambda: client.get(
+            f"/conversations/{group}/messages",
+            params={"limit": limit, "around": previous},
+            headers=alice,
+        )
+
+    assert queries_for(engine, around(2)) == queries_for(engine, around(40))
 
 
 def test_conversation_list_query_count_is_fixed(client: TestClient, engine: Engine) -> None:
@@ -70,7 +84,8 @@ def test_search_query_count_is_fixed(client: TestClient, engine: Engine) -> None
     bob = new_user(client, "bob")
     general = client.get("/conversations", headers=alice).json()[0]["id"]
     for i in range(20):
-        send(client, alice if i % 2 else bob, general, f"needle {i}")
+        message = send(client, alice if i % 2 else bob, general, f"needle {i}")
+        client.put(f"/messages/{message['id']}/reactions/🎉", headers=alice)
 
     def search(limit: int) -> Callable[[], Any]:
         return lambda: client.get(

@@ -114,6 +114,7 @@ def setting(client: TestClient) -> tuple[Headers, dict[str, Any]]:
         "attachment_id": picture["id"],
         "username": "bob",
         "session_id": session_id,
+        "emoji": "👍",
     }
     return alice, values
 
@@ -166,6 +167,8 @@ CONTRACT_ROUTES = {
     ("GET", "/messages/{message_id}"),
     ("PATCH", "/messages/{message_id}"),
     ("DELETE", "/messages/{message_id}"),
+    ("PUT", "/messages/{message_id}/reactions/{emoji}"),
+    ("DELETE", "/messages/{message_id}/reactions/{emoji}"),
     ("GET", "/search/messages"),
     ("POST", "/conversations/{conversation_id}/attachments"),
     ("GET", "/attachments/{attachment_id}"),
@@ -181,7 +184,7 @@ CONTRACT_ROUTES = {
 def test_route_table_is_the_contracts() -> None:
     """The routes the tests below walk are the contract's, no more, no less."""
     assert set(ROUTES) == CONTRACT_ROUTES
-    assert len(READS) == 13 and len(WRITES) == 13 and len(ADMIN_ROUTES) == 4
+    assert len(READS) == 13 and len(WRITES) == 15 and len(ADMIN_ROUTES) == 4
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(set(ROUTES) - PUBLIC))

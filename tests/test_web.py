@@ -13,13 +13,14 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
 import pytest
+from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -83,12 +84,15 @@ class Pages:
         self.problems: list[str] = []
         self.expected: list[str] = []  # console errors a test provokes on purpose
 
-    def open(self, viewport: dict[str, int] = DESKTOP) -> Page:
+    def open(self, viewport: dict[str, int] = DESKTOP, now: datetime | None = None) -> Page:
+        """A new person's page; `now`: the time its clock says, all along."""
         context = self.browser.new_context(
             viewport=viewport,  # type: ignore[arg-type]
             locale="en-GB",
             timezone_id=TIMEZONE,
         )
+        if now is not None:
+            context.clock.set_fixed_time(now)
         self.contexts.append(context)
         page = context.new_page()
         page.on("console", self._console)
@@ -173,14 +177,44 @@ def api_direct(web: Server, headers: dict[str, str], other: str) -> int:
     return int(response.json()["id"])
 
 
-def api_send(web: Server, headers: dict[str, str], conversation_id: int, text: str) -> Any:
+def api_send(
+    web: Server, headers: dict[str, str], conversation_id: int, text: str, **extra: Any
+) -> Any:
     response = httpx.post(
         f"{web.url}/conversations/{conversation_id}/messages",
-        json={"content": text},
+        json={"content": text, **extra},
         headers=headers,
     )
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def api_read_all(web: Server, headers: dict[str, str], conversation_id: int) -> None:
+    """Move the read marker to the newest message: nothing unread."""
+    newest = httpx.get(
+        f"{web.url}/conversations/{conversation_id}/messages?limit=1", headers=headers
+    ).json()[-1]["id"]
+    response = httpx.post(
+        f"{web.url}/conversations/{conversation_id}/read",
+        json={"message_id": newest},
+        headers=headers,
+    )
+    assert response.status_code == 204, response.text
+
+
+def unread_of(web: Server, headers: dict[str, str], conversation_id: int) -> int:
+    response = httpx.get(f"{web.url}/conversations/{conversation_id}", headers=headers)
+    return int(response.json()["unread_count"])
+
+
+EDIT_OR_DELETE = re.compile("^(Edit|Delete) ")
+
+
+def action(page: Page, text: str, name: str) -> None:
+    """Use a message's actions bar, which shows on hover (or focus)."""
+    item = message(page, text)
+    item.hover()
+    item.get_by_role("button", name=re.compile(f"^{name} ")).click()
 
 
 def alice_and_bob(web: Server, names: Callable[[str], str]) -> tuple[str, str, dict[str, str], int]:
@@ -192,9 +226,15 @@ def alice_and_bob(web: Server, names: Callable[[str], str]) -> tuple[str, str, d
     return alice_name, bob_name, headers, api_direct(web, headers, bob_name)
 
 
-def open_as(pages: Pages, web: Server, username: str, viewport: dict[str, int] = DESKTOP) -> Page:
+def open_as(
+    pages: Pages,
+    web: Server,
+    username: str,
+    viewport: dict[str, int] = DESKTOP,
+    now: datetime | None = None,
+) -> Page:
     """A page signed in as an existing user."""
-    page = pages.open(viewport)
+    page = pages.open(viewport, now)
     log_in(page, username)
     return page
 
@@ -257,10 +297,15 @@ def test_edit_and_delete_reach_the_other_side(
     # Times are shown in the viewer's zone, not in UTC.
     local = datetime.fromisoformat(sent["created_at"]).astimezone(ZoneInfo(TIMEZONE))
     expect(message(bob, "Lunch at noon?").locator("time")).to_contain_text(local.strftime("%H:%M"))
-    # Only your own messages can be edited or deleted.
-    expect(message(bob, "Lunch at noon?").get_by_role("button")).to_have_count(0)
+    # Only your own messages can be edited or deleted; anyone's answered or reacted to.
+    expect(message(bob, "Lunch at noon?").get_by_role("button", name=EDIT_OR_DELETE)).to_have_count(
+        0
+    )
+    expect(
+        message(bob, "Lunch at noon?").get_by_role("button", name=re.compile("^Reply to "))
+    ).to_have_count(1)
 
-    message(alice, "Lunch at noon?").get_by_role("button", name="Edit message").click()
+    action(alice, "Lunch at noon?", "Edit")
     edit = alice.get_by_role("textbox", name="Edit message")
     expect(edit).to_be_focused()
     edit.fill("Lunch at one?")
@@ -268,8 +313,17 @@ def test_edit_and_delete_reach_the_other_side(
     expect(message(bob, "Lunch at one?")).to_contain_text("(edited)")
     expect(message(bob, "Lunch at noon?")).to_have_count(0)
 
-    alice.once("dialog", lambda dialog: dialog.accept())
-    message(alice, "Lunch at one?").get_by_role("button", name="Delete message").click()
+    # Deleting asks first, in the page; Escape (or Cancel) keeps the message.
+    action(alice, "Lunch at one?", "Delete")
+    question = message(alice, "Lunch at one?").get_by_role("alertdialog")
+    expect(question.get_by_role("button", name="Cancel")).to_be_focused()
+    alice.keyboard.press("Escape")
+    expect(question).to_have_count(0)
+    expect(
+        message(alice, "Lunch at one?").get_by_role("button", name=re.compile("^Delete "))
+    ).to_be_focused()
+    action(alice, "Lunch at one?", "Delete")
+    question.get_by_role("button", name="Delete", exact=True).click()
     expect(bob.locator(".tombstone")).to_have_text("This message was deleted.")
     expect(message(bob, "Lunch at one?")).to_have_count(0)
     expect(alice.locator(".tombstone")).to_have_count(1)
@@ -458,6 +512,7 @@ def test_older_messages_load_on_scrolling_up(
     alice_name, bob_name, headers, direct = alice_and_bob(web, names)
     for n in range(60):
         api_send(web, headers, direct, f"message number {n}.")
+    api_read_all(web, web.user(bob_name), direct)  # or the page opens at the first unread
     page = open_as(pages, web, bob_name)
     sidebar_item(page, alice_name).click()
 
@@ -564,8 +619,11 @@ def test_channels_groups_and_search(pages: Pages, web: Server, names: Callable[[
     ).click()
     expect(message(bob, "Welcome to design")).to_be_visible()
     expect(bob.get_by_label("Message", exact=True)).to_be_hidden()
+    acts = re.compile("^(React|Reply) to ")  # only members react and reply
+    expect(message(bob, "Welcome to design").get_by_role("button", name=acts)).to_have_count(0)
     bob.get_by_role("button", name="Join channel").click()
     expect(sidebar_item(bob, f"# {channel}")).to_be_visible()
+    expect(message(bob, "Welcome to design").get_by_role("button", name=acts)).to_have_count(2)
     send(bob, "Glad to be here")
     expect(message(alice, "Glad to be here")).to_be_visible()
 
@@ -734,6 +792,7 @@ def test_loading_older_messages_keeps_the_reader_in_place(
     # Over two pages, from both: the older page holds the reader's own too.
     for n in range(120):
         api_send(web, (alice_headers, bob_headers)[n % 2], direct, f"message number {n}.")
+    api_read_all(web, bob_headers, direct)  # or the page opens at the first unread
     page = open_as(pages, web, bob_name)
     sidebar_item(page, alice_name).click()
     expect(page.locator("#messages .message")).to_have_count(50)
@@ -805,6 +864,319 @@ def test_a_busy_server_at_sign_in_does_not_leave_a_dead_page(
     assert len(busy) == 1
 
 
+# ---- Reactions, replies, formatting, reading --------------------------------
+
+
+def test_reactions_and_replies_live(pages: Pages, web: Server, names: Callable[[str], str]) -> None:
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
+    api_send(web, headers, direct, "Pizza tonight?")
+    alice, bob = open_as(pages, web, alice_name), open_as(pages, web, bob_name)
+    sidebar_item(alice, bob_name).click()
+    sidebar_item(bob, alice_name).click()
+
+    # Bob reacts from the message's menu; Alice sees it at once.
+    action(bob, "Pizza tonight?", "React to")
+    bob.get_by_role("button", name="React with 👍").click()
+    chip = message(alice, "Pizza tonight?").locator(".reaction")
+    expect(chip).to_have_text("👍 1")
+    expect(chip).to_have_attribute("aria-pressed", "false")
+    expect(message(bob, "Pizza tonight?").locator(".reaction")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    # Alice adds hers with the chip; Bob takes his back with his.
+    chip.click()
+    expect(message(bob, "Pizza tonight?").locator(".reaction")).to_have_text("👍 2")
+    message(bob, "Pizza tonight?").locator(".reaction").click()
+    expect(chip).to_have_text("👍 1")
+    expect(chip).to_have_attribute("aria-pressed", "true")
+
+    # Bob replies: the quote comes with the message, on both sides.
+    action(bob, "Pizza tonight?", "Reply to")
+    expect(bob.locator("#reply-bar")).to_contain_text("Replying to")
+    expect(bob.get_by_label("Message", exact=True)).to_be_focused()
+    send(bob, "Yes please")
+    reply = message(alice, "Yes please")
+    expect(reply.locator(".reply-quote")).to_contain_text("Pizza tonight?")
+    expect(bob.locator("#reply-bar")).to_be_hidden()
+    expect(message(bob, "Yes please").locator(".reply-quote")).to_contain_text(alice_name)
+
+
+def test_a_reply_quote_leads_to_the_original(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
+    bob_headers = web.user(bob_name)
+    original = api_send(web, headers, direct, "The original question")
+    for n in range(80):
+        api_send(web, headers, direct, f"filler {n}.")
+    api_send(web, bob_headers, direct, "The late answer", reply_to=original["id"])
+    api_read_all(web, bob_headers, direct)  # or the page opens at the first unread, far back
+    bob = open_as(pages, web, bob_name)
+    sidebar_item(bob, alice_name).click()
+    expect(message(bob, "The original question")).to_have_count(0)  # not in the newest page
+    message(bob, "The late answer").locator(".reply-quote").click()
+    found = bob.locator(f'#messages .message[data-id="{original["id"]}"]')
+    expect(found).to_be_in_viewport()
+    expect(found).to_have_class(re.compile("found"))
+    expect(found).to_be_focused()
+
+
+def test_formatting_is_rendered_and_nothing_else(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
+    text = (
+        f"**Bold** and _italic_ and `x < y` for @{bob_name}, see https://example.com/a?b=1. "
+        "Not javascript:alert(1) nor [x](javascript:alert(2)) nor <a href=x>html</a>\n"
+        "```\nfor (;;) {}\n<img src=x onerror=alert(3)>\n```"
+    )
+    api_send(web, headers, direct, text)
+    bob = open_as(pages, web, bob_name)
+    sidebar_item(bob, alice_name).click()
+    content = message(bob, "Bold").locator(".content")
+    expect(content.locator("strong")).to_have_text("Bold")
+    expect(content.locator("em")).to_have_text("italic")
+    expect(content.locator("code").first).to_have_text("x < y")  # inline, before the block
+    expect(content.locator("pre code")).to_have_text("for (;;) {}\n<img src=x onerror=alert(3)>")
+    expect(content.locator(".mention.me")).to_have_text(f"@{bob_name}")
+    link = content.get_by_role("link")
+    expect(link).to_have_count(1)  # the https one; javascript: and HTML stay text
+    expect(link).to_have_attribute("href", "https://example.com/a?b=1")
+    expect(link).to_have_attribute("rel", "noopener noreferrer")
+    expect(content).to_contain_text(
+        "Not javascript:alert(1) nor [x](javascript:alert(2)) nor <a href=x>html</a>"
+    )
+    expect(bob.locator("#messages img, #messages a[href^=javascript]")).to_have_count(0)
+
+
+def test_grouping_and_day_separators(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
+    bob_headers = web.user(bob_name)
+    for text in ("One", "Two", "Three"):
+        api_send(web, headers, direct, f"{text} from Alice")
+    api_send(web, bob_headers, direct, "Bob answers")
+    bob = open_as(pages, web, bob_name)
+    sidebar_item(bob, alice_name).click()
+    # One name over Alice's three, shown once; Bob's starts a group of its own.
+    expect(message(bob, "One from Alice")).not_to_have_class(re.compile("grouped"))
+    expect(message(bob, "Two from Alice")).to_have_class(re.compile("grouped"))
+    expect(message(bob, "Three from Alice")).to_have_class(re.compile("grouped"))
+    expect(message(bob, "Bob answers")).not_to_have_class(re.compile("grouped"))
+    expect(message(bob, "Two from Alice").locator(".author")).not_to_be_in_viewport()
+    expect(bob.locator("#messages .day-separator")).to_have_text(["Today"])
+
+    # The next day, the same messages are yesterday's.
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    later = open_as(pages, web, bob_name, now=tomorrow)
+    sidebar_item(later, alice_name).click()
+    expect(later.locator("#messages .day-separator")).to_have_text(["Yesterday"])
+
+
+def test_opening_at_the_first_unread_message(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
+    bob_headers = web.user(bob_name)
+    for n in range(20):
+        api_send(web, headers, direct, f"old {n}.")
+    api_read_all(web, bob_headers, direct)
+    for n in range(30):
+        api_send(web, headers, direct, f"new {n}.")
+    bob = open_as(pages, web, bob_name)
+    expect(sidebar_item(bob, alice_name).locator(".badge")).to_have_text("30 unread")
+    expect(bob).to_have_title(re.compile(r"^\(\d+\) MessageApp$"))
+    sidebar_item(bob, alice_name).click()
+
+    # The line is right before the first unread message, which is in view;
+    # the newest is below, unseen, and so still unread.
+    line = bob.locator("#messages .new-line")
+    expect(line).to_have_text("New messages")
+    expect(line).to_be_in_viewport()
+    following = bob.locator("#messages .new-line + .message")
+    expect(following).to_contain_text("new 0.")
+    expect(message(bob, "new 29.")).not_to_be_in_viewport()
+    time.sleep(1)  # time enough for a read marker to go out, if one were to
+    assert unread_of(web, bob_headers, direct) > 0
+
+    # A message arriving while Bob reads up there: a button, not a jump.
+    api_send(web, headers, direct, "Newest of all")
+    button = bob.get_by_role("button", name=re.compile("new message"))
+    expect(button).to_have_text("1 new message ↓")
+    button.click()
+    expect(message(bob, "Newest of all")).to_be_in_viewport()
+    expect(button).to_be_hidden()
+    expect(sidebar_item(bob, alice_name).locator(".badge")).to_have_count(0)
+    expect(bob).to_have_title(re.compile(r"^(\(\d+\) )?MessageApp$"))
+
+
+def test_keyboard_edit_last_and_escape(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name = alice_and_bob(web, names)[:2]
+    alice = open_as(pages, web, alice_name)
+    sidebar_item(alice, bob_name).click()
+    send(alice, "Frist try")
+    expect(message(alice, "Frist try")).not_to_have_class(re.compile("pending"))
+    composer = alice.get_by_label("Message", exact=True)
+    composer.press("ArrowUp")  # the composer is empty: edit the last message
+    edit = alice.get_by_role("textbox", name="Edit message")
+    expect(edit).to_be_focused()
+    edit.press("Escape")
+    expect(edit).to_have_count(0)
+    composer.press("ArrowUp")
+    alice.get_by_role("textbox", name="Edit message").fill("First try")
+    alice.get_by_role("textbox", name="Edit message").press("Enter")
+    expect(message(alice, "First try")).to_contain_text("(edited)")
+
+    # The actions bar is reached by keyboard, and says which message it acts on.
+    message(alice, "First try").get_by_role("button", name=re.compile("^React to ")).focus()
+    expect(message(alice, "First try").locator(".message-actions")).to_have_css("opacity", "1")
+    alice.keyboard.press("Enter")
+    alice.keyboard.press("Escape")
+    expect(alice.locator(".reaction-picker")).to_have_count(0)
+
+
+def test_settings_panel_name_password_sign_out(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name = names("alice")
+    web.user(alice_name)
+    page = open_as(pages, web, alice_name)
+    page.get_by_role("button", name="Settings", exact=True).click()
+    page.get_by_label("Display name").fill("Alice Liddell")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#profile-form .status")).to_have_text("Saved.")
+    expect(page.locator("#me")).to_have_text(f"Signed in as Alice Liddell @{alice_name}")
+
+    page.get_by_label("Current password").fill(PASSWORD)
+    page.get_by_label("New password").fill("a brand new passphrase")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.locator("#password-form .status")).to_contain_text("Password changed")
+    token = httpx.post(
+        f"{web.url}/token", data={"username": alice_name, "password": "a brand new passphrase"}
+    )
+    assert token.status_code == 200
+    # The page goes on with its refreshed session.
+    page.get_by_role("button", name="Close").last.click()
+    send(page, "Still here after the change")
+    expect(message(page, "Still here after the change")).not_to_have_class(re.compile("pending"))
+
+    page.get_by_role("button", name="Settings", exact=True).click()
+    page.get_by_role("button", name="Sign out here").click()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+
+
+def test_members_panel_add_and_leave(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, carol_name = names("alice"), names("bob"), names("carol")
+    headers = web.user(alice_name)
+    web.user(bob_name)
+    web.user(carol_name)
+    title = f"Crew {alice_name}"
+    httpx.post(
+        f"{web.url}/conversations",
+        json={"kind": "group", "title": title, "members": [bob_name]},
+        headers=headers,
+    )
+    alice = open_as(pages, web, alice_name)
+    sidebar_item(alice, title).click()
+    alice.get_by_role("button", name="Members").click()
+    members = alice.get_by_role("list", name="Who is in it").get_by_role("listitem")
+    expect(members).to_have_text([f"{alice_name} (you)", bob_name])
+    alice.get_by_label("Add someone (username)").fill(carol_name)
+    alice.get_by_role("button", name="Add", exact=True).click()
+    expect(members).to_have_count(3)
+    expect(alice.locator("#conversation-info")).to_have_text("group · 3 members")
+    alice.get_by_role("button", name="Leave group").click()
+    expect(sidebar_item(alice, title)).to_have_count(0)
+    expect(alice.locator("#conversation-title")).to_have_text("# general")
+
+
+def test_quick_switcher(pages: Pages, web: Server, names: Callable[[str], str]) -> None:
+    alice_name, bob_name, carol_name = names("alice"), names("bob"), names("carol")
+    headers = web.user(alice_name)
+    web.user(bob_name)
+    web.user(carol_name)
+    api_direct(web, headers, bob_name)
+    alice = open_as(pages, web, alice_name)
+    expect(alice.locator("#conversation-title")).to_have_text("# general")
+    alice.keyboard.press("Control+k")
+    switcher = alice.get_by_label("A conversation or a person")
+    expect(switcher).to_be_focused()
+    switcher.fill(bob_name)
+    expect(alice.locator("#switcher-results button")).to_have_count(1)
+    switcher.press("Enter")
+    expect(alice.locator("#conversation-title")).to_have_text(bob_name)
+    # Someone with no conversation yet: the switcher starts one.
+    alice.keyboard.press("Control+k")
+    switcher.fill(carol_name)
+    alice.locator("#switcher-results").get_by_role("button", name=carol_name).click()
+    expect(alice.locator("#conversation-title")).to_have_text(carol_name)
+
+
+def test_search_result_opens_at_the_hit(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
+    api_send(web, headers, direct, "The needle is here")
+    for n in range(80):
+        api_send(web, headers, direct, f"hay {n}.")
+    api_read_all(web, web.user(bob_name), direct)
+    bob = open_as(pages, web, bob_name)
+    bob.get_by_label("Search your messages").fill("NEEDLE")
+    bob.get_by_label("Search your messages").press("Enter")
+    expect(bob.locator("#search-results mark")).to_have_text("needle")
+    bob.locator("#search-results .result").click()
+    hit = message(bob, "The needle is here")
+    expect(hit).to_be_in_viewport()
+    expect(hit.locator("mark")).to_have_text("needle")
+    # The newer messages load as Bob scrolls down to them, a page at a time.
+    for _ in range(20):
+        bob.locator("#messages").evaluate("list => list.scrollTop = list.scrollHeight")
+        if message(bob, "hay 79.").count():
+            break
+        bob.wait_for_timeout(300)
+    expect(message(bob, "hay 79.")).to_be_visible()
+    expect(bob.locator("#messages .message")).to_have_count(81)  # no gap, no double
+
+
+def serious_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is."""
+    results = Axe().run(page)
+    return [
+        f"{v['id']}: {v['help']} ({len(v['nodes'])}: {v['nodes'][0]['target']})"
+        for v in results.response["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_accessibility_of_login_chat_and_settings(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
+    original = api_send(web, headers, direct, "**Hello** there, see https://example.com")
+    api_send(web, web.user(bob_name), direct, "Hi!", reply_to=original["id"])
+    page = pages.open()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    assert serious_violations(page) == []
+
+    log_in(page, alice_name)
+    sidebar_item(page, bob_name).click()
+    expect(message(page, "Hi!")).to_be_visible()
+    httpx.put(
+        f"{web.url}/messages/{original['id']}/reactions/🎉", headers=headers
+    ).raise_for_status()
+    expect(message(page, "Hello").locator(".reaction")).to_have_text("🎉 1")
+    assert serious_violations(page) == []
+
+    page.get_by_role("button", name="Settings", exact=True).click()
+    expect(page.get_by_role("heading", name="Change your password")).to_be_visible()
+    assert serious_violations(page) == []
+
+
 def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_path: Path) -> None:
     """The screens the README shows; `make screenshots` writes them to docs/."""
     folder = Path(os.environ.get("SCREENSHOTS_DIR", tmp_path))
@@ -813,13 +1185,22 @@ def test_screenshots_of_the_main_screens(browser: Browser, server: Server, tmp_p
     for headers, name in [(alice_headers, "Alice Martin"), (bob_headers, "Bob Chen")]:
         httpx.patch(f"{server.url}/users/me", json={"display_name": name}, headers=headers)
     direct = api_direct(server, alice_headers, "bob")
-    for headers, text in [
-        (alice_headers, "Hi Bob! Did the release go out?"),
-        (bob_headers, "It did, at four. No errors so far."),
-        (alice_headers, "Great, I'll tell the others in general."),
-        (bob_headers, "<b>Tags</b> show as typed, never as HTML."),
-    ]:
-        api_send(server, headers, direct, text)
+    question = api_send(server, alice_headers, direct, "Hi Bob! Did the release go out?")
+    api_send(
+        server,
+        bob_headers,
+        direct,
+        "It did, at four. **No errors** so far: https://example.com/releases/1.0",
+        reply_to=question["id"],
+    )
+    thanks = api_send(server, alice_headers, direct, "Great, I'll tell the others in `#general`.")
+    api_send(server, bob_headers, direct, "<b>Tags</b> show as typed, never as HTML.")
+    # Emoji that the DejaVu fonts draw: the test machines have no color emoji font.
+    for emoji in ("❤", "✔"):
+        reacted = httpx.put(
+            f"{server.url}/messages/{thanks['id']}/reactions/{emoji}", headers=bob_headers
+        )
+        assert reacted.status_code == 204
     general = httpx.get(f"{server.url}/conversations", headers=bob_headers).json()[-1]["id"]
 
     pages.open().screenshot(path=folder / "login.png")
