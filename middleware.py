@@ -74,11 +74,16 @@ class BodySizeLimitMiddleware:
 
 # The web client at / has no inline script: a script injected into a page
 # (say, through a message) does not run. frame-ancestors and X-Frame-Options
-# keep other sites from framing the pages (clickjacking).
+# keep other sites from framing the pages (clickjacking). The service worker
+# (/sw.js) and the app manifest come from this origin only (worker-src,
+# manifest-src: default-src says so already, these say it where one looks).
+# img-src allows blob: for one image: the favicon with the unread count,
+# which the page draws on a canvas and shows through a blob: URL. Only a
+# script of the page can make a blob: URL, and an image runs nothing.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
+    "connect-src 'self'; worker-src 'self'; manifest-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 # Swagger UI (/docs) starts with an inline script and ReDoc (/redoc) injects
 # styles and runs a worker from a blob: both pages show only this API's own

@@ -180,6 +180,11 @@ def test_security_headers_on_every_response(client: TestClient, path: str) -> No
     assert policy["frame-ancestors"] == ["'none'"]
     assert policy["object-src"] == ["'none'"]
     assert policy["default-src"] == ["'self'"]
+    # The service worker and the manifest from here only; images from here,
+    # and blob: for the favicon the page draws with the unread count on it.
+    assert policy["worker-src"] == ["'self'"]
+    assert policy["manifest-src"] == ["'self'"]
+    assert policy["img-src"] == ["'self'", "blob:"]
 
 
 def test_security_headers_on_refusals_too(client: TestClient) -> None:
@@ -196,6 +201,19 @@ def test_web_client_has_no_inline_script(client: TestClient) -> None:
     for attributes, body in re.findall(r"<script([^>]*)>(.*?)</script>", html, re.DOTALL):
         assert "src=" in attributes and not body.strip()
     assert not re.search(r"\son[a-z]+\s*=", html)  # no onclick= and the like
+
+
+def test_web_client_app_files_are_served_with_their_types(client: TestClient) -> None:
+    """The manifest (linked from the page) and the service worker at the root,
+    whose scope is then the whole app, with the types browsers insist on."""
+    assert '<link rel="manifest" href="manifest.webmanifest">' in client.get("/").text
+    manifest = client.get("/manifest.webmanifest")
+    assert manifest.headers["content-type"] == "application/manifest+json"
+    assert manifest.json()["start_url"] == "/"
+    for icon in manifest.json()["icons"]:
+        assert client.get(icon["src"]).headers["content-type"] == icon["type"]
+    worker = client.get("/sw.js")
+    assert worker.headers["content-type"].startswith("text/javascript")
 
 
 @pytest.mark.parametrize("path", ["/docs/..%2f/", "/docs/x/..%2f..%2findex.html"])
