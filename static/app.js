@@ -5,6 +5,8 @@
 // every (re)connect fetches what it may have missed.
 
 import * as api from "./api.js";
+import { MentionPicker } from "./mentions.js";
+import * as notify from "./notify.js";
 import { LiveSocket } from "./socket.js";
 import * as views from "./views.js";
 
@@ -13,6 +15,7 @@ const GROUP_WITHIN_MS = 5 * 60 * 1000; // one author's messages this close share
 const UNREAD_SEARCH_LIMIT = 500; // how far back the first unread message is looked for
 const TYPING_EVERY_MS = 2100; // just over the server's 2 s: see "Typing indicators"
 const TYPING_SHOWN_MS = 5000; // over twice that: no flicker between two frames
+const MEMBER_PAGE = 1000; // a channel's members fetched for the @ list (the route's limit)
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -62,9 +65,12 @@ async function startSession() {
   $("me").replaceChildren("Signed in as ", views.personName(state.me));
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
+  notify.resume(state.me).catch((error) => console.warn("Notifications:", error));
+  const linked = takeLinkedMessage();
   try {
     await loadConversations();
-    openFirstConversation();
+    if (linked) await openLinked(linked);
+    else openFirstConversation();
   } catch (error) {
     // A busy server (503) must not leave a dead page: the socket below
     // connects anyway, and its catch-up loads the list again.
@@ -83,6 +89,9 @@ async function startSession() {
 
 // Back to the login form, forgetting everything about the old session.
 function endSession(message) {
+  picker.close();
+  document.title = "MessageApp";
+  notify.showUnreadOnIcon(0);
   state.socket?.close();
   api.clearSession();
   Object.assign(state, { me: null, socket: null, view: null });
@@ -117,7 +126,13 @@ $("login-form").addEventListener("submit", async (event) => {
 
 // The page stops at once (its socket closed before the server closes it, no
 // request started after this one), and says so once the token is revoked.
+// First, while the token still works, this browser's push subscription goes:
+// on a shared computer the next person must not get this one's pushes.
 $("logout").addEventListener("click", async () => {
+  if (!state.me) return; // a second click while the first one is on its way
+  $("logout").disabled = true;
+  await notify.signOut();
+  $("logout").disabled = false;
   const loggingOut = api.logOut(); // forgets the session before it returns
   endSession("Logging out…");
   await loggingOut;
@@ -144,6 +159,7 @@ function renderSidebar() {
   if (focused) sidebarButtons.get(Number(focused.dataset.id))?.focus();
   const unread = list.reduce((sum, c) => sum + c.unread_count, 0);
   document.title = unread > 0 ? `(${unread}) MessageApp` : "MessageApp";
+  notify.showUnreadOnIcon(unread); // the tab's icon too, for a tab among many
 }
 
 // A reply and a live event can cross: the reply may carry an older version
@@ -169,7 +185,10 @@ async function loadConversations() {
   }
   for (const c of list) {
     // This list may have left the server before our last read marker landed.
-    if ((state.readUpTo.get(c.id) ?? 0) >= (c.last_message?.id ?? 0)) c.unread_count = 0;
+    if ((state.readUpTo.get(c.id) ?? 0) >= (c.last_message?.id ?? 0)) {
+      c.unread_count = 0;
+      c.unread_mentions = 0;
+    }
     remember(c);
   }
   if (state.view && !state.conversations.has(state.view.id)) {
@@ -191,6 +210,39 @@ function openFirstConversation() {
   const first = general ?? mine.sort(latestFirst)[0];
   if (first) openConversation(first.id);
 }
+
+// A link from a notification (sw.js opens /?conversation=C&message=M). Read
+// once and taken out of the address bar, so that a reload does not jump again.
+function takeLinkedMessage() {
+  const params = new URLSearchParams(location.search);
+  if (!params.has("conversation")) return null;
+  history.replaceState(null, "", location.pathname);
+  const id = (name) => (/^[1-9][0-9]{0,15}$/.test(params.get(name) ?? "") ? Number(params.get(name)) : null);
+  return id("conversation") ? { conversation: id("conversation"), message: id("message") } : null;
+}
+
+// Open a linked conversation at the message, phone width included (the
+// user asked for it). One they can no longer read (left, or a wrong link):
+// say so and open the usual one.
+async function openLinked({ conversation, message }) {
+  try {
+    await openConversation(conversation, { at: message, focus: true });
+  } catch (error) {
+    if (error.status !== 403 && error.status !== 404) throw error;
+    alertUser("That conversation is not open to you.");
+    openFirstConversation();
+  }
+}
+
+// A click on a notification while a tab is open: sw.js focuses this tab and
+// says what to open. Signed out, it waits in the address bar for the sign-in.
+navigator.serviceWorker?.addEventListener("message", (event) => {
+  const { type, conversationId, messageId } = event.data ?? {};
+  if (type !== "open") return;
+  const linked = { conversation: Number(conversationId), message: Number(messageId) || null };
+  if (state.me) openLinked(linked);
+  else history.replaceState(null, "", `/?conversation=${linked.conversation}&message=${linked.message ?? ""}`);
+});
 
 async function refreshConversation(id) {
   remember(await api.get(`/conversations/${id}`));
@@ -247,6 +299,7 @@ async function openConversation(id, { focus = false, at = null, query = "", late
   $("new-messages").hidden = true;
   if (!again) {
     $("composer-input").value = "";
+    picker.close();
     clearUploads();
   }
   renderTyping();
@@ -331,12 +384,17 @@ async function jumpTo(id) {
 function renderHeader() {
   const c = state.conversations.get(state.view.id);
   $("conversation-title").replaceChildren(views.conversationTitle(c, state.me));
+  const level = c.is_member && c.notifications ? c.notifications : null;
+  const usual = c.kind === "channel" ? "mentions" : "all"; // the default: not worth a word
   $("conversation-info").textContent =
-    c.kind === "direct" ? "direct message" : `${c.kind} · ${c.member_count} members`;
+    (c.kind === "direct" ? "direct message" : `${c.kind} · ${c.member_count} members`) +
+    (level && level !== usual ? ` · ${LEVEL_NOTES[level]}` : "");
   $("members").hidden = false;
   $("composer").hidden = !c.is_member;
   $("join-bar").hidden = c.is_member;
 }
+
+const LEVEL_NOTES = { all: "notifies every message", mentions: "notifies mentions only", none: "muted" };
 
 function renderStart() {
   const list = $("messages");
@@ -539,8 +597,11 @@ function markSeen() {
   const all = seen >= (c.last_message?.id ?? 0);
   if (all && c.unread_count > 0) {
     c.unread_count = 0; // the badge goes at once; the server hears of it just after
+    c.unread_mentions = 0;
     renderSidebar();
   }
+  // Read in the page: its notifications have nothing left to say.
+  if (all) notify.closeNotifications(view.id).catch((error) => console.warn("Notifications:", error));
   clearTimeout(readTimers.get(view.id)); // one request for a burst of scrolling
   readTimers.set(view.id, setTimeout(() => sendRead(view.id, seen, all), 200));
 }
@@ -574,6 +635,7 @@ $("composer").addEventListener("submit", (event) => {
     error: null,
   };
   state.pending.set(pending.clientId, pending);
+  picker.close();
   $("composer-input").value = "";
   clearUploads();
   cancelReply();
@@ -652,10 +714,39 @@ $("composer-input").addEventListener("paste", (event) => {
   files.forEach(startUpload);
 });
 
+// ---- @ mentions: the list of people while typing "@al" -------------------------
+
+// Who may be mentioned: the conversation's members (the server counts no
+// one else). A direct or group conversation lists them itself; a channel's
+// (null there) are fetched once per visit.
+async function mentionCandidates(query) {
+  const view = state.view;
+  const c = view && state.conversations.get(view.id);
+  if (!c) return [];
+  let people = c.members;
+  if (!people) {
+    view.memberList ??= api.get(`/conversations/${c.id}/members?limit=${MEMBER_PAGE}`).catch((error) => {
+      view.memberList = null; // asked again on the next keystroke
+      throw error;
+    });
+    people = await view.memberList;
+    // A channel bigger than that: the directory finds the rest by prefix
+    // (someone outside the channel may show; mentioning them notifies no one).
+    if (people.length >= MEMBER_PAGE && query) {
+      people = await api.get(`/users?q=${encodeURIComponent(query)}&limit=8`);
+    }
+  }
+  return people.filter((u) => u.id !== state.me.id);
+}
+
+const picker = new MentionPicker($("composer-input"), $("mention-list"), mentionCandidates);
+$("composer-input").addEventListener("input", () => picker.update());
+
 // Enter sends, Shift+Enter starts a new line (and IME composition is left
 // alone); ↑ in an empty composer edits your last message; Escape drops a reply.
 $("composer-input").addEventListener("keydown", (event) => {
   if (event.isComposing) return;
+  if (picker.handleKey(event)) return; // the @ list, while open, has ↑ ↓ Enter Tab Escape
   if (event.key === "Enter" && !event.shiftKey) {
     event.preventDefault();
     $("composer").requestSubmit();
@@ -930,7 +1021,13 @@ function receiveMessage(message, isNew = false) {
   }
   if (own && state.pending.delete(message.client_id)) isNew = false; // counted already
   c.last_message = laterVersion(c.last_message, message);
-  if (isNew && !own && c.is_member) c.unread_count += 1;
+  if (isNew && !own && c.is_member) {
+    c.unread_count += 1;
+    if (views.mentionsMe(message, state.me)) c.unread_mentions = (c.unread_mentions ?? 0) + 1;
+    // Shown only if the tab is hidden, and the conversation's level asks for it.
+    const title = c.kind === "channel" ? `# ${c.title}` : titleText(c);
+    notify.notifyMessage(c, message, state.me, title).catch((error) => console.warn("Notifications:", error));
+  }
   if (message.deleted && !own && c.unread_count > 0) refreshConversation(c.id);
   addMessage(message, { isNew });
   if (isNew && !own) {
@@ -1201,7 +1298,40 @@ $("settings").addEventListener("click", () => {
   $("password-form").reset();
   document.querySelectorAll("#settings-dialog .status").forEach((p) => (p.textContent = ""));
   $("display-name").value = state.me.display_name ?? "";
+  renderNotificationSettings();
   loadSessions();
+});
+
+// ---- Settings: notifications in this browser -------------------------------
+
+function renderNotificationSettings(text = "") {
+  const on = notify.enabledFor(state.me);
+  $("enable-notifications").hidden = on;
+  $("enable-notifications").disabled = !notify.supported();
+  $("disable-notifications").hidden = !on;
+  const unavailable = "Not available here: browsers allow notifications only on HTTPS (or localhost).";
+  $("notifications-status").textContent = text || (notify.supported() ? "" : unavailable);
+}
+
+// The browser asks for permission now, on this click, and only then.
+$("enable-notifications").addEventListener("click", async () => {
+  try {
+    const noPush = await notify.enable(state.me);
+    renderNotificationSettings(
+      noPush
+        ? `On while MessageApp is open. Not while it is closed: ${noPush}.`
+        : "On: this browser will be notified, with MessageApp open or closed.",
+    );
+    $("disable-notifications").focus(); // the button pressed is gone: focus its opposite
+  } catch (error) {
+    renderNotificationSettings(error.message);
+  }
+});
+
+$("disable-notifications").addEventListener("click", async () => {
+  await notify.disable();
+  renderNotificationSettings("Off in this browser.");
+  $("enable-notifications").focus();
 });
 
 // A form's own line: "Saved." or what went wrong.
@@ -1262,6 +1392,9 @@ $("members").addEventListener("click", async () => {
   $("add-member-form").hidden = c.kind !== "group" || !c.is_member;
   $("leave").hidden = c.kind === "direct" || !c.is_member;
   $("leave").textContent = c.kind === "group" ? "Leave group" : "Leave channel";
+  $("notifications-form").hidden = !c.is_member; // a level is a member's
+  $("notification-level").value = notify.levelOf(c);
+  say($("notifications-form"), "");
   $("member-list").replaceChildren();
   try {
     await loadMembers();
@@ -1269,6 +1402,22 @@ $("members").addEventListener("click", async () => {
     showError(dialog, error);
   }
 });
+
+// The conversation's notification level: saved as soon as it is picked.
+$("notification-level").addEventListener("change", async () => {
+  const form = $("notifications-form");
+  const id = state.view.id;
+  try {
+    const level = $("notification-level").value;
+    remember(await api.request("PUT", `/conversations/${id}/notifications`, { level }));
+    say(form, "Saved.");
+    renderHeader();
+  } catch (error) {
+    say(form, `Not saved: ${error.message}`);
+    $("notification-level").value = notify.levelOf(state.conversations.get(id));
+  }
+});
+$("notifications-form").addEventListener("submit", (event) => event.preventDefault());
 
 $("add-member-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -1296,7 +1445,14 @@ $("leave").addEventListener("click", async () => {
   }
   dialog.close();
   if (c.kind === "channel") {
-    remember({ ...c, is_member: false, member_count: c.member_count - 1, unread_count: 0 });
+    remember({
+      ...c,
+      is_member: false,
+      member_count: c.member_count - 1,
+      unread_count: 0,
+      unread_mentions: 0,
+      notifications: null,
+    });
   } else {
     state.conversations.delete(c.id);
   }
@@ -1413,6 +1569,7 @@ $("back").addEventListener("click", () => {
 
 // ---- Start -----------------------------------------------------------------
 
+notify.registerWorker();
 // A saved session whose access token has expired is refreshed on the way.
 if (api.loadSession()) startSession();
 else showLogin("");

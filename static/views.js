@@ -135,17 +135,30 @@ function attachmentList(attachments) {
 
 export function conversationItem(conversation, me, active) {
   const unread = conversation.unread_count;
+  const mentions = conversation.unread_mentions ?? 0;
   const button = el(
     "button",
     { type: "button", className: "conversation", dataset: { id: conversation.id } },
     el("span", { className: "title" }, conversationTitle(conversation, me)),
-    unread > 0 &&
-      el(
-        "span",
-        { className: "badge" },
-        String(unread),
-        el("span", { className: "visually-hidden" }, " unread"),
-      ),
+    el(
+      "span",
+      { className: "badges" },
+      // "@": someone asked for you in what is unread here.
+      mentions > 0 &&
+        el(
+          "span",
+          { className: "mention-badge", title: `${mentions} unread mentioning you` },
+          "@",
+          el("span", { className: "visually-hidden" }, ` ${mentions} mentioning you,`),
+        ),
+      unread > 0 &&
+        el(
+          "span",
+          { className: "badge" },
+          String(unread),
+          el("span", { className: "visually-hidden" }, " unread"),
+        ),
+    ),
     el("span", { className: "preview" }, ...preview(conversation.last_message, me)),
   );
   if (active) button.setAttribute("aria-current", "page");
@@ -288,8 +301,15 @@ function actionButton(className, text, label) {
 // A tombstone shows that something was deleted, never what.
 // `member`: the reader is in the conversation (a channel can be read without
 // joining it, but only members react and reply).
+// Whether a message's `mentions` (usernames, from the server) name me.
+export const mentionsMe = (message, me) =>
+  (message.mentions ?? []).some((name) => name.toLowerCase() === me.username.toLowerCase());
+
 export function messageItem(message, me, member = true) {
   const own = message.author.id === me.id;
+  // The server decides who is mentioned (members only, never the author):
+  // the whole message stands out for the one it names.
+  const forMe = !message.deleted && mentionsMe(message, me);
   const about = messageLabel(message);
   const actions =
     member &&
@@ -312,6 +332,7 @@ export function messageItem(message, me, member = true) {
       " · ",
       timeElement(message.created_at),
       message.edited_at && !message.deleted && el("span", { className: "edited" }, " (edited)"),
+      forMe && el("span", { className: "visually-hidden" }, " · mentions you"),
     ),
     message.reply_to && replyQuote(message.reply_to),
     message.deleted
@@ -323,6 +344,7 @@ export function messageItem(message, me, member = true) {
     actions,
   );
   if (own) item.classList.add("own");
+  if (forMe) item.classList.add("mentions-me");
   return item;
 }
 
