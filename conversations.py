@@ -18,6 +18,7 @@ from models import (
     ConversationPublic,
     JoinedEvent,
     MemberAdd,
+    NotificationsUpdate,
     ReadEvent,
     ReadMarker,
     UserPublic,
@@ -287,3 +288,33 @@ def mark_read(
         # The reader's other tabs and devices update their unread counts.
         read = ReadEvent(conversation_id=access.conversation.id, message_id=marker.message_id)
         events.to_users([user], read)
+
+
+@router.put(
+    "/conversations/{conversation_id}/notifications",
+    summary="Choose what notifies you",
+    responses=error_responses({**NOT_VISIBLE, **NOT_JOINED, 422: "Not a level"}),
+)
+def set_notifications(
+    session: SessionDep,
+    user: Writer,
+    access: WritableConversation,
+    choice: Annotated[
+        NotificationsUpdate,
+        Body(
+            openapi_examples={
+                "all": {"summary": "Every new message", "value": {"level": "all"}},
+                "mentions": {"summary": "Only @mentions of you", "value": {"level": "mentions"}},
+                "none": {"summary": "Nothing", "value": {"level": "none"}},
+            }
+        ),
+    ],
+) -> ConversationPublic:
+    """Which new messages of this conversation notify you, on the web page
+    and by Web Push: `all`, `mentions` (those that @mention you) or `none`.
+    Until you choose, direct and group conversations notify `all`, channels
+    `mentions`. The conversation's `notifications` shows your level."""
+    if access.membership is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Join the channel first")
+    crud.set_notification_level(session, access.membership, choice.level)
+    return pages.conversation_public(session, access.conversation, user)

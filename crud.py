@@ -7,6 +7,7 @@ is missing or taken, and the route picks the status. The busiest list pages
 
 import hashlib
 import math
+import re
 import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -35,8 +36,10 @@ from models import (
     ConversationKind,
     LoginFailure,
     Membership,
+    Mention,
     Message,
     MessageCreate,
+    NotificationLevel,
     Reaction,
     RefreshToken,
     RevokedToken,
@@ -635,6 +638,8 @@ def create_message(
         if message_in.attachment_ids and not _attach(session, message, message_in.attachment_ids):
             session.rollback()
             return None
+        session.flush()  # gives the message its id, for its mentions
+        _set_mentions(session, message)
         session.commit()
     except IntegrityError:
         # A concurrent retry with the same client_id committed first.
@@ -655,6 +660,7 @@ def edit_message(session: Session, message: Message, content: str) -> Message:
     message.search_text = fold(content)
     message.edited_at = utcnow()
     session.add(message)
+    _set_mentions(session, message, replace=True)
     session.commit()
     return message
 
@@ -676,10 +682,99 @@ def delete_message(session: Session, message: Message) -> list[str]:
             ).scalars()
         )
         message.attachment_count = 0
+    message.mentions = None
     session.add(message)
     session.exec(delete(Reaction).where(col(Reaction.message_id) == message.id))
+    session.exec(delete(Mention).where(col(Mention.message_id) == message.id))
     session.commit()
     return keys
+
+
+# --- Mentions and notification levels ----------------------------------------
+
+# "@name" where a username may stand (models.Username's characters), not
+# inside a word or an address: "bob@example.com" mentions nobody.
+MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9_.-]{3,32})")
+# More are not looked up: a message cannot notify a whole channel by name.
+MAX_MENTIONS = 50
+
+
+def mentioned_names(content: str) -> list[str]:
+    """The names @mentioned in `content`, lower-cased, in order of first
+    appearance. "@bob." at the end of a sentence is bob too."""
+    names: dict[str, None] = {}
+    for match in MENTION.finditer(content):
+        name = match.group(1).lower()
+        names[name] = None
+        trimmed = name.rstrip(".-")
+        if len(trimmed) >= 3:
+            names[trimmed] = None
+    return list(names)[: MAX_MENTIONS * 2]
+
+
+def _set_mentions(session: Session, message: Message, *, replace: bool = False) -> None:
+    """Store whom the message's text @mentions: members of its conversation
+    other than its author, matched ignoring case; `replace` what an earlier
+    version of the text mentioned."""
+    assert message.id is not None  # flushed: it has its id
+    names = mentioned_names(message.content or "")
+    found: dict[str, tuple[int, str]] = {}
+    if names:
+        rows = session.exec(
+            select(col(User.id), col(User.username))
+            .join(Membership, col(Membership.user_id) == User.id)
+            .where(
+                Membership.conversation_id == message.conversation_id,
+                col(User.id) != message.author_id,
+                col(lower_username()).in_(names),
+            )
+        )
+        found = {username.lower(): (user_id or 0, username) for user_id, username in rows}
+    # In the order the text names them; "@bob." and "@bob" are one mention.
+    mentioned: dict[int, str] = {}
+    for name in names:
+        if name in found:
+            user_id, username = found[name]
+            mentioned.setdefault(user_id, username)
+    mentioned = dict(list(mentioned.items())[:MAX_MENTIONS])
+    message.mentions = " ".join(mentioned.values()) or None
+    if replace:
+        session.exec(delete(Mention).where(col(Mention.message_id) == message.id))
+    session.add_all(
+        Mention(message_id=message.id, user_id=user_id, conversation_id=message.conversation_id)
+        for user_id in mentioned
+    )
+
+
+def set_notification_level(
+    session: Session, membership: Membership, level: NotificationLevel
+) -> None:
+    membership.notifications = level
+    session.add(membership)
+    session.commit()
+
+
+def members_to_notify(session: Session, message: Message, kind: str) -> list[int]:
+    """The members a new message notifies by their level: every member but
+    its author whose level is `all`, or `mentions` and it mentions them."""
+    default = NotificationLevel.of(kind, None)
+    level = func.coalesce(Membership.notifications, default.value)
+    mentioned = select(Mention.user_id).where(Mention.message_id == message.id)
+    return [
+        user_id
+        for user_id in session.exec(
+            select(col(Membership.user_id)).where(
+                Membership.conversation_id == message.conversation_id,
+                col(Membership.user_id) != message.author_id,
+                (level == NotificationLevel.all.value)
+                | (
+                    (level == NotificationLevel.mentions.value)
+                    & col(Membership.user_id).in_(mentioned)
+                ),
+            )
+        ).all()
+        if user_id is not None
+    ]
 
 
 # --- Attachments -----------------------------------------------------------

@@ -288,3 +288,18 @@ def search_messages(
     `München`), newest first. Only conversations you are a member of are
     searched; deleted messages never match. `%` and `_` match themselves."""
     return JSONRows(pages.search_messages(session, user, q, conversation_id, limit))
+
+
+@router.get("/mentions", summary="Messages that mention you", response_model=list[MessagePublic])
+def read_mentions(
+    session: SessionDep,
+    user: Reader,
+    before: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="Mentions older than this message id")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> JSONRows:
+    """Messages whose text @mentions you, newest first, from conversations you
+    can read now (deleted ones are gone). For the next page, pass the last
+    message's id as `before`."""
+    return JSONRows(pages.mentions(session, user, before, limit))

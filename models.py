@@ -398,6 +398,10 @@ class Message(MessageBase, table=True):
     # No foreign key: messages are never removed (a delete leaves a tombstone),
     # and SQLite cannot add one to an existing table without rebuilding it.
     reply_to_id: int | None = Field(default=None, sa_type=ID)
+    # The usernames its text @mentions, space-separated, as the message JSON
+    # shows them (migration 0011); the Mention rows say the same per user,
+    # indexed for GET /mentions and unread mention counts.
+    mentions: str | None = None
 
 
 MAX_ATTACHMENTS = 10
@@ -458,6 +462,8 @@ class MessagePublic(MessageBase):
     deleted: bool
     attachments: list[AttachmentPublic]
     reply_to: ReplyPublic | None
+    # The members its text @mentions (usernames, in order of first mention).
+    mentions: list[str]
     # In order of the first reaction of each. In the message.* events, which
     # every member receives alike, `me` is false: the reaction.* events say who.
     reactions: list[ReactionPublic]
@@ -492,6 +498,27 @@ class Attachment(SQLModel, table=True):
     height: int | None = None
     has_thumbnail: bool = False
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Mention(SQLModel, table=True):
+    """A member whom a message @mentions (migration 0011). Written when the
+    message is sent or edited, removed when it is deleted."""
+
+    __table_args__ = (
+        # GET /mentions: mine, newest first.
+        Index("ix_mention_user_id_message_id", "user_id", "message_id"),
+        # Unread mentions: mine in one conversation, after the read marker.
+        Index(
+            "ix_mention_user_id_conversation_id_message_id",
+            "user_id",
+            "conversation_id",
+            "message_id",
+        ),
+    )
+
+    message_id: int = Field(foreign_key="message.id", primary_key=True, sa_type=ID)
+    user_id: int = Field(foreign_key="user.id", primary_key=True, sa_type=ID)
+    conversation_id: int = Field(foreign_key="conversation.id", sa_type=ID)
 
 
 class Reaction(SQLModel, table=True):
@@ -552,6 +579,30 @@ class Membership(SQLModel, table=True):
     joined_at: datetime = Field(default_factory=utcnow)
     # The read marker: the newest message id this member has seen.
     last_read_message_id: int = Field(default=0, sa_type=ID)
+    # Which messages notify this member (migration 0011); None: the default
+    # for the conversation's kind (NotificationLevel.of).
+    notifications: str | None = Field(default=None, sa_type=String(8))
+
+
+class NotificationLevel(StrEnum):
+    """Which new messages of a conversation notify a member (desktop
+    notifications and Web Push): every one, those that @mention them, or none."""
+
+    all = "all"
+    mentions = "mentions"
+    none = "none"
+
+    @classmethod
+    def of(cls, kind: str, stored: str | None) -> "NotificationLevel":
+        """A member's level: what they chose, else the default for the kind
+        (a channel's every message would be too many)."""
+        if stored is not None:
+            return cls(stored)
+        return cls.mentions if kind == ConversationKind.channel else cls.all
+
+
+class NotificationsUpdate(SQLModel):
+    level: NotificationLevel
 
 
 class ConversationPublic(ConversationBase):
@@ -562,6 +613,8 @@ class ConversationPublic(ConversationBase):
     is_member: bool
     last_message: MessagePublic | None
     unread_count: int
+    unread_mentions: int  # unread messages that @mention you
+    notifications: NotificationLevel | None  # your level; null if you are not a member
 
 
 class MemberAdd(SQLModel):

@@ -33,6 +33,7 @@ from config import settings
 from crud import LIKE_ESCAPE, escape_like, lower_username
 from db import fold, is_sqlite
 from models import (
+    MAX_ID,
     REPLY_SNIPPET,
     Attachment,
     AttachmentPublic,
@@ -40,8 +41,10 @@ from models import (
     ConversationKind,
     ConversationPublic,
     Membership,
+    Mention,
     Message,
     MessagePublic,
+    NotificationLevel,
     Reaction,
     User,
 )
@@ -101,6 +104,7 @@ class MessageJSON(TypedDict):
     attachments: list[AttachmentJSON]
     reply_to: ReplyJSON | None
     reactions: list[ReactionJSON]
+    mentions: list[str]
 
 
 class ConversationJSON(TypedDict):
@@ -115,6 +119,8 @@ class ConversationJSON(TypedDict):
     is_member: bool
     last_message: MessageJSON | None
     unread_count: int
+    unread_mentions: int
+    notifications: str | None
 
 
 class JSONRows(Response):
@@ -176,6 +182,7 @@ MESSAGE_ROWS = (
         _parent_author.display_name,
         _parent_author.role,
         _parent_author.created_at,
+        Message.mentions,
     )
     .join(User, col(User.id) == Message.author_id)
     .outerjoin(_parent, col(_parent.id) == Message.reply_to_id)
@@ -190,6 +197,7 @@ def message_json(row: Row[Any]) -> MessageJSON:
     id_, conversation_id, client_id, content, created_at, edited_at, deleted = tuple(row[:7])
     parent: tuple[Any, ...] = tuple(row[13:16])
     parent_id, snippet, parent_deleted = parent
+    mentions: str | None = row[-1]
     return {
         "id": id_,
         "conversation_id": conversation_id,
@@ -209,6 +217,7 @@ def message_json(row: Row[Any]) -> MessageJSON:
             "deleted": parent_deleted,
         },
         "reactions": [],
+        "mentions": mentions.split() if mentions else [],
     }
 
 
@@ -488,6 +497,16 @@ _own_after = (
     )
     .scalar_subquery()
 )
+_mentions_after = (
+    select(func.count())
+    .select_from(Mention)
+    .where(
+        Mention.user_id == bindparam("viewer_id"),
+        Mention.conversation_id == Membership.conversation_id,
+        col(Mention.message_id) > _marker,
+    )
+    .scalar_subquery()
+)
 _deleted_after = (
     select(func.count())
     .select_from(_gone)
@@ -503,6 +522,10 @@ UNREAD_COUNTS = (
     select(
         Membership.conversation_id,
         Conversation.message_seq - func.coalesce(_seq_at_marker, 0) - _own_after - _deleted_after,
+        # Mentions of the viewer after the marker (a deleted message's are
+        # gone with it): an index walk over only those.
+        _mentions_after,
+        Membership.notifications,
     )
     .join(Conversation, col(Conversation.id) == Membership.conversation_id)
     .where(
@@ -546,13 +569,15 @@ def conversation_page(
     last: dict[int | None, MessageJSON] = {}
     for message in messages_json(session, connection.execute(LAST_MESSAGES, page), viewer):
         last[message["conversation_id"]] = message
-    unread: dict[int | None, int] = {
-        row[0]: row[1] for row in connection.execute(UNREAD_COUNTS, page)
+    # The viewer's unread count, unread mentions and level, per conversation.
+    unread: dict[int | None, tuple[int, int, str | None]] = {
+        row[0]: (row[1], row[2], row[3]) for row in connection.execute(UNREAD_COUNTS, page)
     }
 
     result: list[ConversationJSON] = []
     for c in conversations:
         assert c.id is not None  # read from the database: it has its id
+        unread_count, unread_mentions, level = unread.get(c.id, (0, 0, None))
         result.append(
             {
                 "id": c.id,
@@ -563,7 +588,9 @@ def conversation_page(
                 "members": None if c.kind == ConversationKind.channel else members[c.id],
                 "is_member": c.id in mine,
                 "last_message": last.get(c.id),
-                "unread_count": unread.get(c.id, 0),
+                "unread_count": unread_count,
+                "unread_mentions": unread_mentions,
+                "notifications": NotificationLevel.of(c.kind, level) if c.id in mine else None,
             }
         )
     return result
@@ -616,6 +643,34 @@ def message_history(
         rows = reversed(connection.execute(PAGE_BEFORE, {**params, "cursor": before}).all())
     else:
         rows = reversed(connection.execute(NEWEST_PAGE, params).all())
+    return messages_json(session, rows, viewer)
+
+
+# Messages that @mention the viewer, newest first, from conversations they
+# can read now: one they are a member of, or a channel.
+_my_membership = and_(
+    col(Membership.conversation_id) == Message.conversation_id,
+    col(Membership.user_id) == bindparam("viewer_id"),
+)
+MENTIONS_PAGE = (
+    MESSAGE_ROWS.join(Mention, col(Mention.message_id) == Message.id)
+    .join(Conversation, col(Conversation.id) == Message.conversation_id)
+    .outerjoin(Membership, _my_membership)
+    .where(
+        Mention.user_id == bindparam("viewer_id"),
+        col(Mention.message_id) < bindparam("before"),
+        col(Membership.user_id).is_not(None) | (Conversation.kind == ConversationKind.channel),
+    )
+    .order_by(col(Mention.message_id).desc())
+    .limit(bindparam("limit"))
+)
+
+
+def mentions(session: Session, viewer: User, before: int | None, limit: int) -> list[MessageJSON]:
+    """A page of GET /mentions: the messages mentioning `viewer` older than
+    `before`, newest first. A deleted message has no mentions left."""
+    params = {"viewer_id": viewer.id, "before": MAX_ID + 1 if before is None else before}
+    rows = session.connection().execute(MENTIONS_PAGE, {**params, "limit": limit})
     return messages_json(session, rows, viewer)
 
 

@@ -39,8 +39,10 @@ def test_create_message(client: TestClient) -> None:
         "attachments",
         "reply_to",
         "reactions",
+        "mentions",
     }
     assert message["attachments"] == []
+    assert message["mentions"] == []
     assert message["conversation_id"] == direct
     assert message["author"]["username"] == "alice"
     assert message["content"] == "Hi Bob"

@@ -194,6 +194,8 @@ def test_unread_counts_walk_no_unread_message(client: TestClient, engine: Engine
                 " (conversation_id=? AND author_id=? AND id>?)",
                 "SEARCH message_3 USING INDEX ix_message_deleted_conversation_id_id"
                 " (conversation_id=? AND id>?)",
+                "SEARCH mention USING COVERING INDEX ix_mention_user_id_conversation_id_message_id"
+                " (user_id=? AND conversation_id=? AND message_id>?)",
             ], plan
         else:
             rows = connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
