@@ -600,8 +600,8 @@ function markSeen() {
     c.unread_mentions = 0;
     renderSidebar();
   }
-  // Read in the page: its notifications have nothing left to say.
-  if (all) notify.closeNotifications(view.id).catch((error) => console.warn("Notifications:", error));
+  // Seen in the page: notifications about it have nothing left to say.
+  notify.closeNotifications(view.id, seen).catch((error) => console.warn("Notifications:", error));
   clearTimeout(readTimers.get(view.id)); // one request for a burst of scrolling
   readTimers.set(view.id, setTimeout(() => sendRead(view.id, seen, all), 200));
 }

@@ -131,12 +131,15 @@ export async function notifyMessage(conversation, message, me, title) {
   });
 }
 
-// The user has read the conversation in the page: its notifications (shown
-// by this page or by a push) have nothing left to say.
-export async function closeNotifications(conversationId) {
+// The user has read the conversation in the page up to message `seen`: a
+// notification of it (shown by this page or by a push) about a message up
+// to there has nothing left to say.
+export async function closeNotifications(conversationId, seen) {
   const worker = await registration();
   if (!worker) return;
-  for (const shown of await worker.getNotifications({ tag: tagOf(conversationId) })) shown.close();
+  for (const shown of await worker.getNotifications({ tag: tagOf(conversationId) })) {
+    if (!(shown.data?.messageId > seen)) shown.close();
+  }
 }
 
 // ---- Opting in and out: desktop notifications and Web Push --------------------

@@ -8,6 +8,7 @@ sends (middleware.py): no inline script, no inline style, sockets to this host o
 
 import base64
 import io
+import json
 import os
 import re
 import time
@@ -84,15 +85,25 @@ class Pages:
         self.problems: list[str] = []
         self.expected: list[str] = []  # console errors a test provokes on purpose
 
-    def open(self, viewport: dict[str, int] = DESKTOP, now: datetime | None = None) -> Page:
-        """A new person's page; `now`: the time its clock says, all along."""
+    def open(
+        self,
+        viewport: dict[str, int] = DESKTOP,
+        now: datetime | None = None,
+        permissions: list[str] | None = None,
+        init_script: str | None = None,
+    ) -> Page:
+        """A new person's page; `now`: the time its clock says, all along;
+        `permissions` granted to the site; `init_script` run before the page's own."""
         context = self.browser.new_context(
             viewport=viewport,  # type: ignore[arg-type]
             locale="en-GB",
             timezone_id=TIMEZONE,
+            permissions=permissions or [],
         )
         if now is not None:
             context.clock.set_fixed_time(now)
+        if init_script is not None:
+            context.add_init_script(init_script)
         self.contexts.append(context)
         page = context.new_page()
         page.on("console", self._console)
@@ -1320,3 +1331,351 @@ def test_images_by_drop_and_paste_reach_the_other_side_live(
     expect(chip).to_contain_text("notes.txt")
     expect(chip).to_contain_text("2.0 KB")
     assert chip.get_attribute("download") == "notes.txt"
+
+
+# ---- Mentions and notifications (issue 19) ---------------------------------------
+
+
+def api_group(web: Server, headers: dict[str, str], title: str, members: list[str]) -> int:
+    response = httpx.post(
+        f"{web.url}/conversations",
+        json={"kind": "group", "title": title, "members": members},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def test_unread_count_in_the_title_and_on_the_icon(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
+    bob = open_as(pages, web, bob_name)
+    expect(bob.locator("#conversation-title")).to_have_text("# general")
+    expect(bob).to_have_title("MessageApp")
+    api_send(web, headers, direct, "One")
+    api_send(web, headers, direct, "Two")
+    expect(bob).to_have_title("(2) MessageApp")
+    # The icon: favicon.svg with the count drawn on it, at a blob: URL the
+    # CSP allows (img-src 'self' blob:); it loads as an image, no violation.
+    icon = bob.locator("link[rel=icon]")
+    expect(icon).to_have_attribute("href", re.compile("^blob:"))
+    size = bob.evaluate(
+        """async () => {
+          const image = new Image();
+          image.src = document.querySelector("link[rel=icon]").href;
+          await image.decode();
+          return [image.naturalWidth, image.naturalHeight];
+        }"""
+    )
+    assert size == [64, 64]
+    sidebar_item(bob, alice_name).click()
+    expect(message(bob, "Two")).to_be_visible()
+    expect(bob).to_have_title("MessageApp")
+    expect(icon).to_have_attribute("href", "favicon.svg")
+
+
+def test_a_mention_of_me_is_highlighted(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, headers, _ = alice_and_bob(web, names)
+    carol_name = names("carol")
+    web.user(carol_name)
+    title = f"Team {alice_name}"
+    group = api_group(web, headers, title, [bob_name, carol_name])
+    api_send(web, headers, group, f"Hi @{bob_name}, see this")
+    api_send(web, headers, group, f"And @{carol_name}, you too")
+    bob = open_as(pages, web, bob_name)
+    item = sidebar_item(bob, title)
+    # Unread, and one of them mentions Bob: "@" beside the count.
+    expect(item.locator(".badge")).to_have_text("2 unread")
+    expect(item.locator(".mention-badge")).to_have_text("@ 1 mentioning you,")
+    item.click()
+    mine, other = message(bob, "see this"), message(bob, "you too")
+    expect(mine).to_have_class(re.compile(r"\bmentions-me\b"))
+    expect(mine.locator(".mention.me")).to_have_text(f"@{bob_name}")
+    expect(mine.locator(".meta")).to_contain_text("mentions you")  # said, not only shown
+    expect(other).not_to_have_class(re.compile(r"\bmentions-me\b"))
+    expect(other.locator(".mention")).to_have_text(f"@{carol_name}")
+    expect(item.locator(".mention-badge")).to_have_count(0)  # read
+    assert serious_violations(bob) == []
+
+    # Live, while Bob reads another conversation: the badge comes back.
+    sidebar_item(bob, "# general").click()
+    api_send(web, headers, group, f"@{bob_name} again")
+    expect(item.locator(".mention-badge")).to_have_count(1)
+    item.click()
+    expect(message(bob, "again")).to_have_class(re.compile(r"\bmentions-me\b"))
+
+
+def test_mention_autocomplete_by_keyboard_and_mouse(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, carol_name = names("alice"), names("bob"), names("carol")
+    headers = web.user(alice_name)
+    web.user(bob_name)
+    carol_headers = web.user(carol_name)
+    httpx.patch(f"{web.url}/users/me", json={"display_name": "Bea Carol"}, headers=carol_headers)
+    title = f"Pick {alice_name}"
+    api_group(web, headers, title, [bob_name, carol_name])
+    alice = open_as(pages, web, alice_name)
+    sidebar_item(alice, title).click()
+    box = alice.get_by_label("Message", exact=True)
+    listbox = alice.get_by_role("listbox", name="People to mention")
+    options = listbox.get_by_role("option")
+
+    # "@" alone: every other member, the first one active.
+    box.fill("Hi @")
+    expect(options).to_have_text([bob_name, f"Bea Carol @{carol_name}"])
+    expect(box).to_have_attribute("aria-activedescendant", "mention-option-0")
+    expect(options.nth(0)).to_have_attribute("aria-selected", "true")
+    assert serious_violations(alice) == []
+    box.press("ArrowDown")
+    expect(box).to_have_attribute("aria-activedescendant", "mention-option-1")
+    expect(options.nth(1)).to_have_attribute("aria-selected", "true")
+    box.press("Enter")  # picks, does not send
+    expect(box).to_have_value(f"Hi @{carol_name} ")
+    expect(listbox).to_be_hidden()
+    expect(box).not_to_have_attribute("aria-activedescendant", re.compile("."))
+
+    # "@B": Bob by his username first, then Carol by her display name; Tab picks.
+    box.press_sequentially("and @B")
+    expect(options).to_have_text([bob_name, f"Bea Carol @{carol_name}"])
+    box.press("Tab")
+    expect(box).to_have_value(f"Hi @{carol_name} and @{bob_name} ")
+    expect(box).to_be_focused()
+
+    # Nobody matches: no list. Escape closes it, and the next Enter sends.
+    box.press_sequentially("@zz")
+    expect(listbox).to_be_hidden()
+    for _ in range(2):
+        box.press("Backspace")
+    expect(options).to_have_count(2)
+    box.press("Escape")
+    expect(listbox).to_be_hidden()
+    box.press("Backspace")
+    box.press("Enter")
+    expect(message(alice, f"Hi @{carol_name} and @{bob_name}")).to_be_visible()
+
+    # A click picks too. In a channel the members come from its members route.
+    sidebar_item(alice, "# general").click()
+    box.fill(f"@{carol_name[:-2]}")
+    expect(options).to_have_text([f"Bea Carol @{carol_name}"])
+    options.first.click()
+    expect(box).to_have_value(f"@{carol_name} ")
+    expect(box).to_be_focused()
+
+
+def test_service_worker_registers_under_the_csp_and_the_app_installs(
+    pages: Pages, web: Server
+) -> None:
+    page = pages.open()
+    # The worker at /sw.js, for the whole app, activated; a CSP violation
+    # (worker-src) would have refused it and failed the test as a console error.
+    scope, script = page.evaluate(
+        "navigator.serviceWorker.ready.then((r) => [r.scope, r.active.scriptURL])"
+    )
+    assert (scope, script) == (f"{web.url}/", f"{web.url}/sw.js")
+    # The manifest: linked, served as JSON, read by Chromium without complaint.
+    assert page.locator("link[rel=manifest]").get_attribute("href") == "manifest.webmanifest"
+    cdp = page.context.new_cdp_session(page)
+    manifest = cdp.send("Page.getAppManifest")
+    assert manifest["url"] == f"{web.url}/manifest.webmanifest"
+    assert manifest["errors"] == []
+    assert manifest["manifest"]["display"] == "kStandalone"  # type: ignore[index]
+    # Installable, but for this being a private (incognito) browser context.
+    errors = cdp.send("Page.getInstallabilityErrors")["installabilityErrors"]
+    assert [e["errorId"] for e in errors] in ([], ["in-incognito"])  # type: ignore[union-attr]
+
+
+# Stands in for the browser's push service, which headless Chromium has not
+# (in a private context it refuses the Push API, with a console error):
+# pushManager.subscribe() gives a subscription whose toJSON() is the usual.
+FAKE_PUSH = """(() => {
+  const json = {
+    endpoint: "https://push.example.net/send/abc123",
+    expirationTime: null,
+    keys: { p256dh: "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM", auth: "tBHItJI5svbpez7KI4CCXg" },
+  };
+  let current = null;
+  window.pushCalls = [];
+  PushManager.prototype.getSubscription = async () => current;
+  PushManager.prototype.subscribe = async (options) => {
+    const key = new Uint8Array(options.applicationServerKey);
+    window.pushCalls.push({ userVisibleOnly: options.userVisibleOnly, key: Array.from(key) });
+    current = {
+      endpoint: json.endpoint,
+      options: { applicationServerKey: key.buffer },
+      toJSON: () => json,
+      unsubscribe: async () => { current = null; return true; },
+    };
+    return current;
+  };
+  // The tab can be made to look hidden: window.pretendHidden = true.
+  window.pretendHidden = false;
+  Object.defineProperty(Document.prototype, "visibilityState", {
+    get: () => (window.pretendHidden ? "hidden" : "visible"),
+  });
+})()"""
+# The server's VAPID public key, as GET /push/key gives it (base64url).
+VAPID_KEY = "BEl62iUYgUivxIkv69yViEuiBIa-Ib9-SkvMeAtA3LFgDzkrxZJjSgSnfckjBJuBkr3qBUYIHBQFLXYp5Nksh8U"
+NOTIFICATIONS = """navigator.serviceWorker.ready
+  .then((r) => r.getNotifications())
+  .then((shown) => shown.map((n) => [n.title, n.body, n.tag]))"""
+
+
+def notifications(page: Page, count: int) -> list[list[str]]:
+    """The notifications shown, once there are `count` of them: [title, body, tag]."""
+    deadline = time.monotonic() + 15
+    while len(shown := page.evaluate(NOTIFICATIONS)) != count:
+        assert time.monotonic() < deadline, f"{len(shown)} notifications, not {count}: {shown}"
+        page.wait_for_timeout(100)
+    return list(shown)
+
+
+def test_notifications_opt_in_levels_and_push_subscription(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
+    bob = pages.open(permissions=["notifications"], init_script=FAKE_PUSH)
+    # The push routes, as issue 19 defines them, answered here: what matters
+    # is what the page sends (the server's side has tests of its own).
+    sent: list[tuple[str, Any]] = []
+
+    def push_routes(route: Route) -> None:
+        request = route.request
+        sent.append((f"{request.method} {request.url.removeprefix(web.url)}", request.post_data_json))
+        if request.method == "GET":
+            route.fulfill(json={"public_key": VAPID_KEY})
+        elif request.method == "POST":
+            route.fulfill(status=201, json={"endpoint": "x", "created_at": "2026-01-01T00:00:00Z"})
+        else:
+            route.fulfill(status=204)
+
+    bob.route(re.compile(r"/push/"), push_routes)
+    log_in(bob, bob_name)
+    expect(bob.locator("#conversation-title")).to_have_text("# general")
+    assert sent == []  # nothing without the user's say-so
+
+    bob.get_by_role("button", name="Settings", exact=True).click()
+    bob.get_by_role("button", name="Enable notifications").click()
+    expect(bob.locator("#notifications-status")).to_have_text(
+        "On: this browser will be notified, with MessageApp open or closed."
+    )
+    expect(bob.get_by_role("button", name="Disable notifications")).to_be_focused()
+    subscription = bob.evaluate("window.pushCalls")
+    assert subscription[0]["userVisibleOnly"] is True
+    key = base64.urlsafe_b64decode(VAPID_KEY + "=")
+    assert bytes(subscription[0]["key"]) == key and len(key) == 65
+    endpoint = "https://push.example.net/send/abc123"
+    assert sent[0] == ("GET /push/key", None)
+    assert sent[1][0] == "POST /push/subscriptions" and sent[1][1]["endpoint"] == endpoint
+    assert set(sent[1][1]["keys"]) == {"p256dh", "auth"}
+    bob.keyboard.press("Escape")
+
+    # The tab hidden: a message from Alice shows as a notification, one per conversation.
+    bob.evaluate("window.pretendHidden = true")
+    api_send(web, headers, direct, "Are you there?")
+    assert notifications(bob, 1) == [[alice_name, "Are you there?", f"conversation-{direct}"]]
+
+    # Level "mentions" for this conversation, in the members panel: a message
+    # without a mention shows no notification; one with it does.
+    bob.evaluate("window.pretendHidden = false")
+    sidebar_item(bob, alice_name).click()
+    notifications(bob, 0)  # read: closed
+    bob.get_by_role("button", name="Members").click()
+    level = bob.get_by_label("Notify me of")
+    expect(level).to_have_value("all")
+    with bob.expect_response(re.compile(r"/notifications$")) as saved:
+        level.select_option("mentions")
+    assert saved.value.status == 200
+    expect(bob.locator("#notifications-form .status")).to_have_text("Saved.")
+    bob.keyboard.press("Escape")
+    expect(bob.locator("#conversation-info")).to_have_text("direct message · notifies mentions only")
+    sidebar_item(bob, "# general").click()
+    bob.evaluate("window.pretendHidden = true")
+    api_send(web, headers, direct, "No mention here")
+    expect(sidebar_item(bob, alice_name).locator(".preview")).to_contain_text("No mention here")
+    bob.wait_for_timeout(300)  # time enough to show one, were it wrongly shown
+    assert notifications(bob, 0) == []
+    api_send(web, headers, direct, f"Now @{bob_name}, please")
+    assert notifications(bob, 1)[0][1] == f"Now @{bob_name}, please"
+
+    # A click on it (sw.js tells the open tab): the conversation opens at that message.
+    jump = api_send(web, headers, direct, "jump here")
+    bob.evaluate("window.pretendHidden = false")
+    bob.evaluate(
+        """(data) => navigator.serviceWorker.dispatchEvent(new MessageEvent("message", { data }))""",
+        {"type": "open", "conversationId": direct, "messageId": jump["id"]},
+    )
+    expect(bob.locator("#conversation-title")).to_have_text(alice_name)
+    expect(message(bob, "jump here")).to_have_class(re.compile(r"\bfound\b"))
+
+    # Disable: the server is told to forget the subscription.
+    bob.get_by_role("button", name="Settings", exact=True).click()
+    bob.get_by_role("button", name="Disable notifications").click()
+    expect(bob.locator("#notifications-status")).to_have_text("Off in this browser.")
+    assert sent[-1] == ("DELETE /push/subscriptions", {"endpoint": endpoint})
+    assert bob.evaluate("navigator.serviceWorker.ready.then((r) => r.pushManager.getSubscription())") is None
+
+    # Enabled again, then signing out: deleted too, before the token goes.
+    bob.get_by_role("button", name="Enable notifications").click()
+    expect(bob.get_by_role("button", name="Disable notifications")).to_be_visible()
+    bob.get_by_role("button", name="Sign out here").click()
+    expect(bob.get_by_role("button", name="Log in")).to_be_visible()
+    assert sent[-1] == ("DELETE /push/subscriptions", {"endpoint": endpoint})
+
+
+def test_a_push_shows_and_a_link_opens_the_message(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    alice_name, bob_name, headers, direct = alice_and_bob(web, names)
+    for i in range(60):
+        api_send(web, headers, direct, f"filler {i}.")
+    wanted = api_send(web, headers, direct, "the one the push was about")
+    for i in range(60):
+        api_send(web, headers, direct, f"later {i}.")
+    bob = pages.open(permissions=["notifications"])
+    # A push as the server sends it (issue 19), delivered to the service
+    # worker by Chromium's DevTools protocol, as a push service would.
+    cdp = bob.context.new_cdp_session(bob)
+    registrations: list[dict[str, Any]] = []
+    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: registrations.extend(e["registrations"]))
+    bob.evaluate("navigator.serviceWorker.ready.then(() => true)")
+    cdp.send("ServiceWorker.enable")
+    bob.wait_for_timeout(500)  # events arrive while Playwright waits
+    assert registrations, "no service worker registration"
+    push = {
+        "type": "message",
+        "conversation_id": direct,
+        "message_id": wanted["id"],
+        "title": alice_name,
+        "sender": alice_name,
+        "body": "the one the push was about",
+        "mentioned": False,
+        "url": f"/?conversation={direct}&message={wanted['id']}",
+    }
+    cdp.send(
+        "ServiceWorker.deliverPushMessage",
+        {
+            "origin": web.url,
+            "registrationId": registrations[0]["registrationId"],
+            "data": json.dumps(push),
+        },
+    )
+    # A direct message's title is the sender: the body does not repeat it.
+    assert notifications(bob, 1) == [
+        [alice_name, "the one the push was about", f"conversation-{direct}"]
+    ]
+
+    # The URL a click opens with no tab open: signed in, the page opens there
+    # at that message, and the address bar is clean again.
+    bob.goto(f"{web.url}{push['url']}")
+    log_in(bob, bob_name)
+    expect(bob.locator("#conversation-title")).to_have_text(alice_name)
+    hit = message(bob, "the one the push was about")
+    expect(hit).to_have_class(re.compile(r"\bfound\b"))
+    expect(hit).to_be_in_viewport()
+    assert bob.evaluate("location.search") == ""
+    # Read: the notification is closed.
+    notifications(bob, 0)
