@@ -1482,10 +1482,10 @@ def test_service_worker_registers_under_the_csp_and_the_app_installs(
     manifest = cdp.send("Page.getAppManifest")
     assert manifest["url"] == f"{web.url}/manifest.webmanifest"
     assert manifest["errors"] == []
-    assert manifest["manifest"]["display"] == "kStandalone"  # type: ignore[index]
+    assert manifest["manifest"]["display"] == "kStandalone"
     # Installable, but for this being a private (incognito) browser context.
     errors = cdp.send("Page.getInstallabilityErrors")["installabilityErrors"]
-    assert [e["errorId"] for e in errors] in ([], ["in-incognito"])  # type: ignore[union-attr]
+    assert [e["errorId"] for e in errors] in ([], ["in-incognito"])
 
 
 # Stands in for the browser's push service, which headless Chromium has not
@@ -1495,7 +1495,7 @@ FAKE_PUSH = """(() => {
   const json = {
     endpoint: "https://push.example.net/send/abc123",
     expirationTime: null,
-    keys: { p256dh: "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM", auth: "tBHItJI5svbpez7KI4CCXg" },
+    keys: { p256dh: "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA", auth: "tBHItJI5svbpez7KI4CCXg" },
   };
   let current = null;
   window.pushCalls = [];
@@ -1518,7 +1518,9 @@ FAKE_PUSH = """(() => {
   });
 })()"""
 # The server's VAPID public key, as GET /push/key gives it (base64url).
-VAPID_KEY = "BEl62iUYgUivxIkv69yViEuiBIa-Ib9-SkvMeAtA3LFgDzkrxZJjSgSnfckjBJuBkr3qBUYIHBQFLXYp5Nksh8U"
+VAPID_KEY = (
+    "BEl62iUYgUivxIkv69yViEuiBIa-Ib9-SkvMeAtA3LFgDzkrxZJjSgSnfckjBJuBkr3qBUYIHBQFLXYp5Nksh8U"
+)
 NOTIFICATIONS = """navigator.serviceWorker.ready
   .then((r) => r.getNotifications())
   .then((shown) => shown.map((n) => [n.title, n.body, n.tag]))"""
@@ -1544,7 +1546,9 @@ def test_notifications_opt_in_levels_and_push_subscription(
 
     def push_routes(route: Route) -> None:
         request = route.request
-        sent.append((f"{request.method} {request.url.removeprefix(web.url)}", request.post_data_json))
+        sent.append(
+            (f"{request.method} {request.url.removeprefix(web.url)}", request.post_data_json)
+        )
         if request.method == "GET":
             route.fulfill(json={"public_key": VAPID_KEY})
         elif request.method == "POST":
@@ -1591,7 +1595,9 @@ def test_notifications_opt_in_levels_and_push_subscription(
     assert saved.value.status == 200
     expect(bob.locator("#notifications-form .status")).to_have_text("Saved.")
     bob.keyboard.press("Escape")
-    expect(bob.locator("#conversation-info")).to_have_text("direct message · notifies mentions only")
+    expect(bob.locator("#conversation-info")).to_have_text(
+        "direct message · notifies mentions only"
+    )
     sidebar_item(bob, "# general").click()
     bob.evaluate("window.pretendHidden = true")
     api_send(web, headers, direct, "No mention here")
@@ -1605,7 +1611,7 @@ def test_notifications_opt_in_levels_and_push_subscription(
     jump = api_send(web, headers, direct, "jump here")
     bob.evaluate("window.pretendHidden = false")
     bob.evaluate(
-        """(data) => navigator.serviceWorker.dispatchEvent(new MessageEvent("message", { data }))""",
+        "(data) => navigator.serviceWorker.dispatchEvent(new MessageEvent('message', { data }))",
         {"type": "open", "conversationId": direct, "messageId": jump["id"]},
     )
     expect(bob.locator("#conversation-title")).to_have_text(alice_name)
@@ -1616,7 +1622,10 @@ def test_notifications_opt_in_levels_and_push_subscription(
     bob.get_by_role("button", name="Disable notifications").click()
     expect(bob.locator("#notifications-status")).to_have_text("Off in this browser.")
     assert sent[-1] == ("DELETE /push/subscriptions", {"endpoint": endpoint})
-    assert bob.evaluate("navigator.serviceWorker.ready.then((r) => r.pushManager.getSubscription())") is None
+    assert (
+        bob.evaluate("navigator.serviceWorker.ready.then((r) => r.pushManager.getSubscription())")
+        is None
+    )
 
     # Enabled again, then signing out: deleted too, before the token goes.
     bob.get_by_role("button", name="Enable notifications").click()
@@ -1640,7 +1649,10 @@ def test_a_push_shows_and_a_link_opens_the_message(
     # worker by Chromium's DevTools protocol, as a push service would.
     cdp = bob.context.new_cdp_session(bob)
     registrations: list[dict[str, Any]] = []
-    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: registrations.extend(e["registrations"]))
+    cdp.on(
+        "ServiceWorker.workerRegistrationUpdated",
+        lambda e: registrations.extend(e["registrations"]),
+    )
     bob.evaluate("navigator.serviceWorker.ready.then(() => true)")
     cdp.send("ServiceWorker.enable")
     bob.wait_for_timeout(500)  # events arrive while Playwright waits
