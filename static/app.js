@@ -1016,7 +1016,11 @@ function receiveMessage(message, isNew = false) {
   const own = message.author.id === state.me.id;
   const c = state.conversations.get(message.conversation_id);
   if (!c) {
-    refreshConversation(message.conversation_id); // one we did not know: fetch it whole
+    // One we did not know (someone's first message to us): fetch it whole.
+    const id = message.conversation_id;
+    refreshConversation(id).then(() => {
+      if (isNew && !own && isMember(id)) notifyOf(state.conversations.get(id), message);
+    });
     return;
   }
   if (own && state.pending.delete(message.client_id)) isNew = false; // counted already
@@ -1024,9 +1028,7 @@ function receiveMessage(message, isNew = false) {
   if (isNew && !own && c.is_member) {
     c.unread_count += 1;
     if (views.mentionsMe(message, state.me)) c.unread_mentions = (c.unread_mentions ?? 0) + 1;
-    // Shown only if the tab is hidden, and the conversation's level asks for it.
-    const title = c.kind === "channel" ? `# ${c.title}` : titleText(c);
-    notify.notifyMessage(c, message, state.me, title).catch((error) => console.warn("Notifications:", error));
+    notifyOf(c, message);
   }
   if (message.deleted && !own && c.unread_count > 0) refreshConversation(c.id);
   addMessage(message, { isNew });
@@ -1039,6 +1041,13 @@ function receiveMessage(message, isNew = false) {
   }
   renderSidebar();
   markSeen();
+}
+
+// A desktop notification, shown only if the tab is hidden and the
+// conversation's level asks for it (notify.js decides).
+function notifyOf(c, message) {
+  const title = c.kind === "channel" ? `# ${c.title}` : titleText(c);
+  notify.notifyMessage(c, message, state.me, title).catch((error) => console.warn("Notifications:", error));
 }
 
 // After every connect: refresh the sidebar (unread counts, conversations

@@ -69,13 +69,18 @@ export async function showUnreadOnIcon(count) {
     show("favicon.svg", "image/svg+xml");
     return;
   }
-  baseIcon ??= new Promise((resolve, reject) => {
+  baseIcon ??= new Promise((resolve) => {
     const image = new Image();
     image.onload = () => resolve(image);
-    image.onerror = reject;
+    image.onerror = () => resolve(null); // no icon to draw on: the title still counts
     image.src = "favicon.svg";
   });
   const image = await baseIcon;
+  if (!image) {
+    baseIcon = null; // tried again with the next count
+    iconCount = -1;
+    return;
+  }
   const size = 64;
   const canvas = document.createElement("canvas");
   canvas.width = canvas.height = size;

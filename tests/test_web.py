@@ -1490,13 +1490,9 @@ def test_service_worker_registers_under_the_csp_and_the_app_installs(
 
 # Stands in for the browser's push service, which headless Chromium has not
 # (in a private context it refuses the Push API, with a console error):
-# pushManager.subscribe() gives a subscription whose toJSON() is the usual.
-FAKE_PUSH = """(() => {
-  const json = {
-    endpoint: "https://push.example.net/send/abc123",
-    expirationTime: null,
-    keys: { p256dh: "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA", auth: "tBHItJI5svbpez7KI4CCXg" },
-  };
+# pushManager.subscribe() gives a subscription whose toJSON() is SUBSCRIPTION.
+PUSH_STAND_IN = """(() => {
+  const json = SUBSCRIPTION;
   let current = null;
   window.pushCalls = [];
   PushManager.prototype.getSubscription = async () => current;
@@ -1517,6 +1513,31 @@ FAKE_PUSH = """(() => {
     get: () => (window.pretendHidden ? "hidden" : "visible"),
   });
 })()"""
+
+
+def push_stand_in(endpoint: str, p256dh: str = "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA") -> str:
+    """The init script, with the subscription's toJSON() it gives."""
+    subscription = {
+        "endpoint": endpoint,
+        "expirationTime": None,
+        "keys": {"p256dh": p256dh, "auth": "tBHItJI5svbpez7KI4CCXg"},  # 16 bytes
+    }
+    return PUSH_STAND_IN.replace("SUBSCRIPTION", json.dumps(subscription))
+
+
+# A P-256 public key the server accepts: the curve's generator, uncompressed
+# (0x04, x, y), the public key of the private key 1. Nothing is encrypted to it.
+P256_POINT = (
+    base64.urlsafe_b64encode(
+        bytes.fromhex(
+            "04"
+            "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296"
+            "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5"
+        )
+    )
+    .decode()
+    .rstrip("=")
+)
 # The server's VAPID public key, as GET /push/key gives it (base64url).
 VAPID_KEY = (
     "BEl62iUYgUivxIkv69yViEuiBIa-Ib9-SkvMeAtA3LFgDzkrxZJjSgSnfckjBJuBkr3qBUYIHBQFLXYp5Nksh8U"
@@ -1539,7 +1560,8 @@ def test_notifications_opt_in_levels_and_push_subscription(
     pages: Pages, web: Server, names: Callable[[str], str]
 ) -> None:
     alice_name, bob_name, headers, direct = alice_and_bob(web, names)
-    bob = pages.open(permissions=["notifications"], init_script=FAKE_PUSH)
+    endpoint = "https://push.example.net/send/abc123"
+    bob = pages.open(permissions=["notifications"], init_script=push_stand_in(endpoint))
     # The push routes, as issue 19 defines them, answered here: what matters
     # is what the page sends (the server's side has tests of its own).
     sent: list[tuple[str, Any]] = []
@@ -1571,7 +1593,6 @@ def test_notifications_opt_in_levels_and_push_subscription(
     assert subscription[0]["userVisibleOnly"] is True
     key = base64.urlsafe_b64decode(VAPID_KEY + "=")
     assert bytes(subscription[0]["key"]) == key and len(key) == 65
-    endpoint = "https://push.example.net/send/abc123"
     assert sent[0] == ("GET /push/key", None)
     assert sent[1][0] == "POST /push/subscriptions" and sent[1][1]["endpoint"] == endpoint
     assert set(sent[1][1]["keys"]) == {"p256dh", "auth"}
@@ -1691,3 +1712,51 @@ def test_a_push_shows_and_a_link_opens_the_message(
     assert bob.evaluate("location.search") == ""
     # Read: the notification is closed.
     notifications(bob, 0)
+
+
+@pytest.fixture(scope="module")
+def push_web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server that takes push endpoints on this machine (never in production)."""
+    server = Server(tmp_path_factory.mktemp("push") / "data", PUSH_ALLOW_LOCALHOST="true")
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_push_subscription_reaches_the_server(
+    browser: Browser, push_web: Server, names: Callable[[str], str]
+) -> None:
+    """The opt-in against the server's own push routes: the subscription the
+    page posts is one it accepts, and Disable and signing out delete it."""
+    pages = Pages(browser, push_web)
+    bob_name = names("bob")
+    bob_headers = push_web.user(bob_name)
+    endpoint = f"https://127.0.0.1:9/push/{bob_name}"  # nothing listens: no push arrives
+    bob = pages.open(permissions=["notifications"], init_script=push_stand_in(endpoint, P256_POINT))
+    log_in(bob, bob_name)
+    subscriptions = re.compile(r"/push/subscriptions$")
+    bob.get_by_role("button", name="Settings", exact=True).click()
+    with bob.expect_response(subscriptions) as posted:
+        bob.get_by_role("button", name="Enable notifications").click()
+    assert posted.value.status == 201
+    expect(bob.locator("#notifications-status")).to_have_text(
+        "On: this browser will be notified, with MessageApp open or closed."
+    )
+    with bob.expect_response(subscriptions) as deleted:
+        bob.get_by_role("button", name="Disable notifications").click()
+    assert deleted.value.status == 204
+    gone = httpx.request(
+        "DELETE",
+        f"{push_web.url}/push/subscriptions",
+        json={"endpoint": endpoint},
+        headers=bob_headers,
+    )
+    assert gone.status_code == 404
+    with bob.expect_response(subscriptions) as posted:
+        bob.get_by_role("button", name="Enable notifications").click()
+    assert posted.value.status == 201
+    with bob.expect_response(subscriptions) as deleted:
+        bob.get_by_role("button", name="Sign out here").click()
+    assert deleted.value.status == 204
+    expect(bob.get_by_role("button", name="Log in")).to_be_visible()
+    assert pages.close() == []
