@@ -17,6 +17,9 @@ const TYPING_EVERY_MS = 2100; // just over the server's 2 s: see "Typing indicat
 const TYPING_SHOWN_MS = 5000; // over twice that: no flicker between two frames
 const MEMBER_PAGE = 1000; // a channel's members fetched for the @ list (the route's limit)
 const $ = (id) => document.getElementById(id);
+// Notifications are a help: one that fails (permission taken back in the
+// browser's settings meanwhile) is worth a warning, not an error.
+const warnNotifications = (error) => console.warn("Notifications:", error);
 
 const state = {
   me: null,
@@ -65,7 +68,7 @@ async function startSession() {
   $("me").replaceChildren("Signed in as ", views.personName(state.me));
   $("login-view").hidden = true;
   $("chat-view").hidden = false;
-  notify.resume(state.me).catch((error) => console.warn("Notifications:", error));
+  notify.resume(state.me).catch(warnNotifications);
   const linked = takeLinkedMessage();
   try {
     await loadConversations();
@@ -217,7 +220,10 @@ function takeLinkedMessage() {
   const params = new URLSearchParams(location.search);
   if (!params.has("conversation")) return null;
   history.replaceState(null, "", location.pathname);
-  const id = (name) => (/^[1-9][0-9]{0,15}$/.test(params.get(name) ?? "") ? Number(params.get(name)) : null);
+  const id = (name) => {
+    const value = params.get(name) ?? "";
+    return /^[1-9][0-9]{0,15}$/.test(value) ? Number(value) : null; // an id, or nothing
+  };
   return id("conversation") ? { conversation: id("conversation"), message: id("message") } : null;
 }
 
@@ -241,7 +247,10 @@ navigator.serviceWorker?.addEventListener("message", (event) => {
   if (type !== "open") return;
   const linked = { conversation: Number(conversationId), message: Number(messageId) || null };
   if (state.me) openLinked(linked);
-  else history.replaceState(null, "", `/?conversation=${linked.conversation}&message=${linked.message ?? ""}`);
+  else {
+    const url = `/?conversation=${linked.conversation}&message=${linked.message ?? ""}`;
+    history.replaceState(null, "", url);
+  }
 });
 
 async function refreshConversation(id) {
@@ -394,7 +403,11 @@ function renderHeader() {
   $("join-bar").hidden = c.is_member;
 }
 
-const LEVEL_NOTES = { all: "notifies every message", mentions: "notifies mentions only", none: "muted" };
+const LEVEL_NOTES = {
+  all: "notifies every message",
+  mentions: "notifies mentions only",
+  none: "muted",
+};
 
 function renderStart() {
   const list = $("messages");
@@ -601,7 +614,7 @@ function markSeen() {
     renderSidebar();
   }
   // Seen in the page: notifications about it have nothing left to say.
-  notify.closeNotifications(view.id, seen).catch((error) => console.warn("Notifications:", error));
+  notify.closeNotifications(view.id, seen).catch(warnNotifications);
   clearTimeout(readTimers.get(view.id)); // one request for a burst of scrolling
   readTimers.set(view.id, setTimeout(() => sendRead(view.id, seen, all), 200));
 }
@@ -725,7 +738,8 @@ async function mentionCandidates(query) {
   if (!c) return [];
   let people = c.members;
   if (!people) {
-    view.memberList ??= api.get(`/conversations/${c.id}/members?limit=${MEMBER_PAGE}`).catch((error) => {
+    const path = `/conversations/${c.id}/members?limit=${MEMBER_PAGE}`;
+    view.memberList ??= api.get(path).catch((error) => {
       view.memberList = null; // asked again on the next keystroke
       throw error;
     });
@@ -1047,7 +1061,7 @@ function receiveMessage(message, isNew = false) {
 // conversation's level asks for it (notify.js decides).
 function notifyOf(c, message) {
   const title = c.kind === "channel" ? `# ${c.title}` : titleText(c);
-  notify.notifyMessage(c, message, state.me, title).catch((error) => console.warn("Notifications:", error));
+  notify.notifyMessage(c, message, state.me, title).catch(warnNotifications);
 }
 
 // After every connect: refresh the sidebar (unread counts, conversations
@@ -1318,7 +1332,7 @@ function renderNotificationSettings(text = "") {
   $("enable-notifications").hidden = on;
   $("enable-notifications").disabled = !notify.supported();
   $("disable-notifications").hidden = !on;
-  const unavailable = "Not available here: browsers allow notifications only on HTTPS (or localhost).";
+  const unavailable = "Not available here: browsers allow them only on HTTPS (or localhost).";
   $("notifications-status").textContent = text || (notify.supported() ? "" : unavailable);
 }
 

@@ -52,7 +52,9 @@ export class MentionPicker {
     const starts = (text) => (text ?? "").toLowerCase().startsWith(query);
     const found = users.filter((u) => starts(u.username) || starts(u.display_name));
     // Usernames that match first: "@al" means alice before someone named "Al B".
-    found.sort((a, b) => starts(b.username) - starts(a.username) || a.username.localeCompare(b.username));
+    found.sort(
+      (a, b) => starts(b.username) - starts(a.username) || a.username.localeCompare(b.username),
+    );
     if (found.length === 0) return this.close();
     this.users = found.slice(0, SHOWN);
     this.start = caret - match[1].length - 1; // where the "@" is

@@ -111,8 +111,11 @@ export function levelOf(conversation) {
   return conversation.notifications ?? (conversation.kind === "channel" ? "mentions" : "all");
 }
 
+// On: this user clicked "Enable" in this browser, and the browser still allows it.
 export const enabledFor = (me) =>
-  supported() && Notification.permission === "granted" && localStorage.getItem(OWNER_KEY) === me.username;
+  supported() &&
+  Notification.permission === "granted" &&
+  localStorage.getItem(OWNER_KEY) === me.username;
 
 // A new message from someone else arrived on the socket. While the tab is
 // hidden, and the conversation's level wants it, the browser shows it. (The
@@ -179,7 +182,10 @@ async function subscribe() {
     subscription = null;
   }
   // userVisibleOnly: every push shows a notification (browsers require it).
-  subscription ??= await worker.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+  subscription ??= await worker.pushManager.subscribe({
+    userVisibleOnly: true,
+    applicationServerKey: key,
+  });
   await api.post("/push/subscriptions", subscription.toJSON());
 }
 
