@@ -29,11 +29,12 @@ self.addEventListener("push", (event) => {
     // not JSON: still show something, as the browser requires
   }
   const title = push.title || "MessageApp";
+  const text = push.body || "New message";
   // A direct message's title is the sender already: do not say it twice.
-  const body = push.sender && push.sender !== title ? `${push.sender}: ${push.body}` : push.body;
+  const body = push.sender && push.sender !== title ? `${push.sender}: ${text}` : text;
   event.waitUntil(
     self.registration.showNotification(title, {
-      body: body || "New message",
+      body,
       icon: "/icon-192.png",
       // One notification per conversation: a newer message replaces the older one.
       tag: tagOf(push.conversation_id),
@@ -54,8 +55,9 @@ self.addEventListener("notificationclick", (event) => {
       const tabs = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
       const tab = tabs.find((t) => t.focused) ?? tabs[0];
       if (tab) {
-        await tab.focus();
+        // Told first: a tab the browser will not focus still opens the message.
         tab.postMessage({ type: "open", conversationId, messageId });
+        await tab.focus().catch(() => {});
       } else {
         await self.clients.openWindow(urlOf(conversationId, messageId));
       }
