@@ -1762,6 +1762,13 @@ def test_a_push_shows_and_a_link_opens_the_message(
     assert bob.evaluate("location.search") == ""
     closed(bob, tag, was_listed)  # read: the notification is closed
 
+    # A link to a conversation Bob cannot read: said, and the usual one opens.
+    pages.expected.append("status of 404")  # the page asked for it: Chromium logs the 404
+    bob.goto(f"{web.url}/?conversation=99999999&message=1")
+    expect(bob.locator("#announcer")).to_have_text("That conversation is not open to you.")
+    expect(bob.locator("#conversation-title")).to_have_text("# general")
+    assert bob.evaluate("location.search") == ""
+
 
 @pytest.fixture(scope="module")
 def push_web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
