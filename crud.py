@@ -692,24 +692,24 @@ def delete_message(session: Session, message: Message) -> list[str]:
 
 # --- Mentions and notification levels ----------------------------------------
 
-# "@name" where a username may stand (models.Username's characters), not
-# inside a word or an address: "bob@example.com" mentions nobody.
-MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9_.-]{3,32})")
+# "@name" where a username may stand, not inside a word or an address:
+# "bob@example.com" mentions nobody.
+MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9_.-]+)")
 # More are not looked up: a message cannot notify a whole channel by name.
 MAX_MENTIONS = 50
 
 
-def mentioned_names(content: str) -> list[str]:
-    """The names @mentioned in `content`, lower-cased, in order of first
-    appearance. "@bob." at the end of a sentence is bob too."""
-    names: dict[str, None] = {}
+def mentioned_names(content: str) -> list[tuple[str, ...]]:
+    """What each @mention in `content` may name, lower-cased, in the text's
+    order: "@bob." at the end of a sentence is "bob." if someone is called
+    that, else "bob". Names a username cannot be (models.Username) are left out."""
+    mentions: dict[tuple[str, ...], None] = {}
     for match in MENTION.finditer(content):
         name = match.group(1).lower()
-        names[name] = None
-        trimmed = name.rstrip(".-")
-        if len(trimmed) >= 3:
-            names[trimmed] = None
-    return list(names)[: MAX_MENTIONS * 2]
+        candidates = dict.fromkeys(n for n in (name, name.rstrip(".-")) if 3 <= len(n) <= 32)
+        if candidates:
+            mentions[tuple(candidates)] = None
+    return list(mentions)[:MAX_MENTIONS]
 
 
 def _set_mentions(session: Session, message: Message, *, replace: bool = False) -> None:
@@ -717,26 +717,26 @@ def _set_mentions(session: Session, message: Message, *, replace: bool = False) 
     other than its author, matched ignoring case; `replace` what an earlier
     version of the text mentioned."""
     assert message.id is not None  # flushed: it has its id
-    names = mentioned_names(message.content or "")
+    mentions = mentioned_names(message.content or "")
     found: dict[str, tuple[int, str]] = {}
-    if names:
+    if mentions:
         rows = session.exec(
             select(col(User.id), col(User.username))
             .join(Membership, col(Membership.user_id) == User.id)
             .where(
                 Membership.conversation_id == message.conversation_id,
                 col(User.id) != message.author_id,
-                lower_username().in_(names),
+                lower_username().in_({name for names in mentions for name in names}),
             )
         )
         found = {username.lower(): (user_id or 0, username) for user_id, username in rows}
-    # In the order the text names them; "@bob." and "@bob" are one mention.
+    # Each mention's first name that is a member's, in the text's order, once.
     mentioned: dict[int, str] = {}
-    for name in names:
-        if name in found:
+    for names in mentions:
+        name = next((name for name in names if name in found), None)
+        if name is not None:
             user_id, username = found[name]
             mentioned.setdefault(user_id, username)
-    mentioned = dict(list(mentioned.items())[:MAX_MENTIONS])
     message.mentions = " ".join(mentioned.values()) or None
     if replace:
         session.exec(delete(Mention).where(col(Mention.message_id) == message.id))

@@ -201,6 +201,11 @@ def _seed(session: Session) -> None:
             ],
         ),
         (
+            general,
+            now - timedelta(minutes=40),  # among alice's unread, older than the direct's
+            [(bob, "@alice could you read the release notes before we ship?")],
+        ),
+        (
             quiet,
             now - timedelta(hours=5),
             [

@@ -54,10 +54,11 @@ def test_demo_data_fills_an_empty_database(tmp_path: Path) -> None:
             assert [m["username"] for m in direct["members"]] == ["alice", "bob"]
             assert direct["unread_count"] == 2  # badges to show in the web client
             assert conversations[("channel", "general")]["unread_count"] > 0
+            assert conversations[("channel", "general")]["unread_mentions"] == 1  # by bob
 
             # The busy channel: several pages, several authors, days of history.
             general = whole_history(http, alice, conversations[("channel", "general")]["id"])
-            assert len(general) == 300
+            assert len(general) == 301  # the chatter, and bob's question to alice
             assert {m["author"]["username"] for m in general} == DEMO_USERS
             times = [m["created_at"] for m in general]
             assert times == sorted(times)
@@ -109,4 +110,4 @@ def test_demo_data_not_duplicated_by_a_second_start(tmp_path: Path) -> None:
         assert "Demo data is there already; nothing added" in server.log.read_text()
         assert snapshot(server) == first
     assert first[0] == sorted(DEMO_USERS)
-    assert first[1] == {"general": 300, "Book club": 7, "None": 6}
+    assert first[1] == {"general": 301, "Book club": 7, "None": 6}

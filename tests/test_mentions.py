@@ -65,6 +65,8 @@ def set_level(client: TestClient, headers: Headers, conversation_id: int, level:
         ("@nobody", []),
         ("mail bob@example.com", []),  # inside a word
         ("@bo", []),  # too short to be a username
+        ("@" + "b" * 33, []),  # too long: not the first 32 characters' user
+        ("@bob-, @carol--", ["bob", "carol"]),
     ],
 )
 def test_who_a_message_mentions(client: TestClient, text: str, mentioned: list[str]) -> None:
@@ -79,6 +81,26 @@ def test_a_username_with_dots_is_mentioned_whole(client: TestClient) -> None:
     signup(client, "bob.smith")
     group = create_conversation(client, alice, kind="group", title="t", members=["bob.smith"])
     assert send(client, alice, group["id"], "thanks @Bob.Smith.")["mentions"] == ["bob.smith"]
+
+
+def test_a_trailing_dot_belongs_to_a_name_that_has_it(client: TestClient) -> None:
+    alice = new_user(client, "alice")
+    for name in ("bob", "bob.", "b" * 32):
+        signup(client, name)
+    members = ["bob", "bob.", "b" * 32]
+    group = create_conversation(client, alice, kind="group", title="t", members=members)
+    assert send(client, alice, group["id"], "@bob. @bob")["mentions"] == ["bob.", "bob"]
+    assert send(client, alice, group["id"], "@" + "b" * 33)["mentions"] == []
+
+
+def test_at_most_50_people_are_mentioned(client: TestClient) -> None:
+    alice = new_user(client, "alice")
+    names = [f"user{i:02}" for i in range(55)]
+    for name in names:
+        signup(client, name)
+    group = create_conversation(client, alice, kind="group", title="t", members=names)["id"]
+    message = send(client, alice, group, " ".join(f"@{name}" for name in names))
+    assert message["mentions"] == names[:50]
 
 
 def test_in_a_channel_only_its_members_count(client: TestClient) -> None:
