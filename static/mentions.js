@@ -28,6 +28,12 @@ export class MentionPicker {
       this.pick(Number(option.dataset.index));
     });
     input.addEventListener("blur", () => this.close());
+    // The caret moved without typing (arrows sideways, a click): still in an @word?
+    input.addEventListener("click", () => this.isOpen && this.update());
+    const sideways = ["ArrowLeft", "ArrowRight", "Home", "End"];
+    input.addEventListener("keyup", (event) => {
+      if (this.isOpen && sideways.includes(event.key)) this.update();
+    });
   }
 
   get isOpen() {
@@ -112,8 +118,8 @@ export class MentionPicker {
   // "@al" becomes "@alice " and the caret goes after it.
   pick(index) {
     const user = this.users[index];
-    if (!user) return;
     const end = this.input.selectionStart;
+    if (!user || end < this.start) return this.close();
     this.input.setRangeText(`@${user.username} `, this.start, end, "end");
     this.close();
     this.input.focus();
