@@ -726,7 +726,7 @@ def _set_mentions(session: Session, message: Message, *, replace: bool = False) 
             .where(
                 Membership.conversation_id == message.conversation_id,
                 col(User.id) != message.author_id,
-                col(lower_username()).in_(names),
+                lower_username().in_(names),
             )
         )
         found = {username.lower(): (user_id or 0, username) for user_id, username in rows}

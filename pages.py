@@ -658,7 +658,7 @@ MENTIONS_PAGE = (
     .outerjoin(Membership, _my_membership)
     .where(
         Mention.user_id == bindparam("viewer_id"),
-        col(Mention.message_id) < bindparam("before"),
+        col(Mention.message_id) <= bindparam("up_to"),
         col(Membership.user_id).is_not(None) | (Conversation.kind == ConversationKind.channel),
     )
     .order_by(col(Mention.message_id).desc())
@@ -669,8 +669,9 @@ MENTIONS_PAGE = (
 def mentions(session: Session, viewer: User, before: int | None, limit: int) -> list[MessageJSON]:
     """A page of GET /mentions: the messages mentioning `viewer` older than
     `before`, newest first. A deleted message has no mentions left."""
-    params = {"viewer_id": viewer.id, "before": MAX_ID + 1 if before is None else before}
-    rows = session.connection().execute(MENTIONS_PAGE, {**params, "limit": limit})
+    up_to = MAX_ID if before is None else before - 1
+    params = {"viewer_id": viewer.id, "up_to": up_to, "limit": limit}
+    rows = session.connection().execute(MENTIONS_PAGE, params)
     return messages_json(session, rows, viewer)
 
 

@@ -73,6 +73,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/conversations/{conversation_id}/members"): {"username": "carol"},
     ("POST", "/conversations/{conversation_id}/messages"): {"content": "sneaky"},
     ("POST", "/conversations/{conversation_id}/read"): {"message_id": 1},
+    ("PUT", "/conversations/{conversation_id}/notifications"): {"level": "none"},
     ("PATCH", "/messages/{message_id}"): {"content": "sneaky"},
     ("PATCH", "/users/me"): {"display_name": "Sneaky"},
     ("PUT", "/users/me/password"): {
@@ -162,6 +163,7 @@ CONTRACT_ROUTES = {
     ("POST", "/conversations/{conversation_id}/leave"),
     ("POST", "/conversations/{conversation_id}/members"),
     ("POST", "/conversations/{conversation_id}/read"),
+    ("PUT", "/conversations/{conversation_id}/notifications"),
     ("POST", "/conversations/{conversation_id}/messages"),
     ("GET", "/conversations/{conversation_id}/messages"),
     ("GET", "/messages/{message_id}"),
@@ -170,6 +172,7 @@ CONTRACT_ROUTES = {
     ("PUT", "/messages/{message_id}/reactions/{emoji}"),
     ("DELETE", "/messages/{message_id}/reactions/{emoji}"),
     ("GET", "/search/messages"),
+    ("GET", "/mentions"),
     ("POST", "/conversations/{conversation_id}/attachments"),
     ("GET", "/attachments/{attachment_id}"),
     ("GET", "/attachments/{attachment_id}/thumbnail"),
@@ -184,7 +187,7 @@ CONTRACT_ROUTES = {
 def test_route_table_is_the_contracts() -> None:
     """The routes the tests below walk are the contract's, no more, no less."""
     assert set(ROUTES) == CONTRACT_ROUTES
-    assert len(READS) == 13 and len(WRITES) == 15 and len(ADMIN_ROUTES) == 4
+    assert len(READS) == 14 and len(WRITES) == 16 and len(ADMIN_ROUTES) == 4
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(set(ROUTES) - PUBLIC))
