@@ -761,6 +761,7 @@ class TokenErrorDetail(ErrorDetail):
 
 # --- Web Push (push.py) ------------------------------------------------------
 
+
 def _base64url(value: str, size: int, what: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
