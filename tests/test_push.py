@@ -28,9 +28,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
 import push
 from config import Settings, settings
+from main import app
 from tests.helpers import (
     Headers,
     bearer,
@@ -550,6 +552,26 @@ def test_no_push_for_what_changed_before_it_went_out(
     service.release.set()
     settle()
     assert [p.path for p in service.pushes()] == []
+
+
+def test_a_full_queue_drops_and_counts(
+    engine: Engine, service: PushService, localhost: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past QUEUE_SIZE messages waiting, a message gets no push; its send is
+    as quick and successful as ever."""
+    monkeypatch.setattr(push, "QUEUE_SIZE", 1)
+    with TestClient(app) as client:  # the queue is made at start, with the size above
+        alice, bob = new_user(client, "alice"), new_user(client, "bob")
+        subscribe(client, bob, Browser(service, "bob"))
+        group = create_conversation(client, alice, kind="group", title="t", members=["bob"])
+        hold_the_workers(client, service, alice)
+        dropped = read_metrics(client)("messageapp_pushes_total", outcome="dropped")
+        send(client, alice, group["id"], "waits in the queue")
+        send(client, alice, group["id"], "finds it full")
+        assert read_metrics(client)("messageapp_pushes_total", outcome="dropped") == dropped + 1
+        service.release.set()
+        settle()
+        assert [p.path for p in service.pushes()] == ["/push/bob"]
 
 
 def test_an_ended_session_gets_no_pushes(
