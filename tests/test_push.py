@@ -29,10 +29,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from sqlmodel import Session, select
 
+import auth
 import push
 from config import Settings, settings
 from main import app
+from models import User
 from tests.helpers import (
     Headers,
     bearer,
@@ -316,6 +319,17 @@ def test_subscribing_needs_read_and_write(
     )
     assert response.status_code == 403
     assert needs in response.json()["detail"]
+
+
+def test_a_token_from_before_sessions_must_log_in_again(client: TestClient, engine: Engine) -> None:
+    """A subscription is tied to a login; such a token has none to tie it to."""
+    signup(client, "alice")
+    with Session(engine) as session:
+        user = session.exec(select(User).where(User.username == "alice")).one()
+        old = bearer(auth.create_access_token(user))  # no `sid`
+    response = client.post("/push/subscriptions", json=_with_keys(), headers=old)
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Log in again"
 
 
 def _with_keys(p256dh: str | None = None, auth: str | None = None) -> dict[str, Any]:
