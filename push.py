@@ -14,7 +14,8 @@ Who gets one (see `recipients`): the members the message notifies by their
 level (crud.members_to_notify), who have not read up to it, who have no open
 socket anywhere (presence.py), and who have a subscription from a login still
 going. Just before each POST, the message must still stand, the user still
-be a member, and the endpoint still resolve to public addresses.
+be a member who has not read it, the login still be going, and the endpoint
+still resolve to public addresses.
 
 Sending never delays the request that sent the message: the route hands the
 message id over (`enqueue`), a few tasks started with the app take it from a
@@ -414,9 +415,10 @@ def recipients(message_id: int) -> Plan | None:
     )
 
 
-def still_wanted(message_id: int, user_id: int) -> bool:
-    """At send time: the message still stands, the user is still a member
-    and has not read it since. One query."""
+def still_wanted(message_id: int, user_id: int, targets: list[Target]) -> list[Target]:
+    """At send time, the targets still to push to: none unless the message
+    still stands and the user is still a member who has not read it; then
+    those whose login is still going."""
     with db.read_session() as session:
         found = session.exec(
             select(Message.id)
@@ -431,7 +433,10 @@ def still_wanted(message_id: int, user_id: int) -> bool:
                 col(Membership.last_read_message_id) < message_id,
             )
         ).first()
-        return found is not None
+        if found is None:
+            return []
+        live = {t.id for t in live_subscriptions(session, [user_id]).get(user_id, [])}
+    return [t for t in targets if t.id in live]
 
 
 def forget(subscription_id: int) -> None:
@@ -493,10 +498,10 @@ def send(target: Target, data: str, urgency: str) -> metrics.PushOutcome:
 def push_to_user(
     message_id: int, user_id: int, targets: list[Target], data: str, urgency: str
 ) -> None:
-    if not still_wanted(message_id, user_id):
-        metrics.PUSHES["skipped"].inc(len(targets))
-        return
-    for target in targets:
+    wanted = still_wanted(message_id, user_id, targets)
+    if len(wanted) < len(targets):
+        metrics.PUSHES["skipped"].inc(len(targets) - len(wanted))
+    for target in wanted:
         metrics.PUSHES[send(target, data, urgency)].inc()
 
 
