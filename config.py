@@ -1,11 +1,15 @@
 """Settings, read once from environment variables when the app starts."""
 
+import base64
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -14,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 PLACEHOLDER_KEYS = {"changethis", "changeme", "secret", "secret-key", "your-secret-key"}
 MIN_SECRET_KEY_LENGTH = 32
 SECRET_KEY_FILE = "secret_key"
+VAPID_KEY_FILE = "vapid_private_key.pem"
 
 
 class Settings(BaseSettings):
@@ -83,6 +88,20 @@ class Settings(BaseSettings):
     # random string to measure, and to let a scraper that sends it as a
     # bearer token read them (metrics.py).
     METRICS_TOKEN: str = ""
+    # Web Push (push.py). The VAPID key signs every push, so push services
+    # know them to be ours (RFC 8292); browsers subscribe with its public half,
+    # so a new key silently orphans every subscription. Empty: a P-256 key
+    # generated once into DATA_DIR/vapid_private_key.pem; else a PEM key, or
+    # the 32-byte private number in base64url (what `web-push` generates).
+    VAPID_PRIVATE_KEY: str = ""
+    # The `sub` claim: how a push service's operator can reach this one's.
+    VAPID_SUBJECT: str = "mailto:admin@localhost"
+    # Let subscriptions point at http(s)://localhost: a push service run by
+    # the tests, or in development. Off: only public https hosts (no SSRF).
+    PUSH_ALLOW_LOCALHOST: bool = False
+    # How long one push's POST may wait to connect to a push service, and
+    # then for each piece of its answer.
+    PUSH_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
     # `text`: a line a person reads; `json`: one JSON object per line, for a
     # log collector (logs.py).
     LOG_FORMAT: Literal["text", "json"] = "text"
@@ -104,6 +123,12 @@ class Settings(BaseSettings):
         else:
             path = self.DATA_DIR / SECRET_KEY_FILE
             self.SECRET_KEY = check_secret_key(load_or_create_secret_key(path), str(path))
+        if self.VAPID_PRIVATE_KEY:
+            vapid_private_key(self.VAPID_PRIVATE_KEY, "VAPID_PRIVATE_KEY")  # fit, or refused now
+        else:
+            path = self.DATA_DIR / VAPID_KEY_FILE
+            self.VAPID_PRIVATE_KEY = load_or_create_file(path, new_vapid_key)
+            vapid_private_key(self.VAPID_PRIVATE_KEY, str(path))
         return self
 
     @property
@@ -136,6 +161,11 @@ def make_private_dir(path: Path) -> None:
 
 def load_or_create_secret_key(path: Path) -> str:
     """Read the key file, or create it (mode 600) if this is the first start."""
+    return load_or_create_file(path, lambda: secrets.token_urlsafe(48))
+
+
+def load_or_create_file(path: Path, make: Callable[[], str]) -> str:
+    """Read a private file, or create it (mode 600) with what `make` returns."""
     if path.exists():
         return path.read_text().strip()
     # Write a private temporary file, then link it into place: link fails if
@@ -143,7 +173,7 @@ def load_or_create_secret_key(path: Path) -> str:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(48))
+        f.write(make())
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -151,6 +181,36 @@ def load_or_create_secret_key(path: Path) -> str:
     finally:
         tmp.unlink()
     return path.read_text().strip()
+
+
+def new_vapid_key() -> str:
+    """A new P-256 private key, as PEM (what `openssl ecparam` writes too)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return pem.decode()
+
+
+def vapid_private_key(text: str, source: str) -> ec.EllipticCurvePrivateKey:
+    """The VAPID key in `text` (PEM, or the private number in base64url), if
+    it is a P-256 key; VAPID (RFC 8292) signs with ES256, nothing else."""
+    text = text.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key = serialization.load_pem_private_key(text.encode(), password=None)
+        else:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            if len(raw) != 32:
+                raise ValueError("not 32 bytes")
+            key = ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
+    except ValueError as exc:
+        raise ValueError(f"{source}: not a PEM or base64url private key") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ValueError(f"{source}: a VAPID key must be an EC key on P-256 (secp256r1)")
+    return key
 
 
 settings = Settings()

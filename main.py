@@ -27,12 +27,14 @@ import logs
 import messages
 import metrics
 import operations
+import push
 import reactions
 import realtime
 import sessions
 import users
 from config import settings
 from middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
+from presence import presence
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -55,7 +57,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gc.collect()
         gc.freeze()
         # Requests are served, and live events flow, while the app runs.
-        async with db.serving(), hub.hub.running(), attachments.sweeping():
+        async with (
+            db.serving(),
+            hub.hub.running(),
+            attachments.sweeping(),
+            presence.running(),
+            push.pusher.running(),
+        ):
             yield
         gc.unfreeze()
         db.engine.dispose()
@@ -97,6 +105,7 @@ app = FastAPIOffline(
         {"name": "conversations", "description": "Direct messages, groups, channels."},
         {"name": "messages", "description": "Send, read, edit, delete and search."},
         {"name": "attachments", "description": "Files and images to send with messages."},
+        {"name": "push", "description": "Web Push: notifications while the app is closed."},
         {"name": "admin", "description": "Moderation: needs the `admin` scope (admins only)."},
         {"name": "operations", "description": "For load balancers and monitoring."},
     ],
@@ -136,6 +145,7 @@ for module in (
     messages,
     attachments,
     reactions,
+    push,
     admin,
     operations,
     realtime,

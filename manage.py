@@ -36,7 +36,7 @@ import attachments
 import crud
 import db
 from auth import hash_password
-from config import SECRET_KEY_FILE, settings
+from config import SECRET_KEY_FILE, VAPID_KEY_FILE, settings
 from models import Role, UserCreate, Username
 
 logger = logging.getLogger("messageapp.manage")
@@ -111,8 +111,9 @@ def remove_admin(username: str) -> str:
 BACKUP_DATABASE = "messageapp.db"  # the database's name inside a backup folder
 BACKUP_ATTACHMENTS = "attachments"  # the uploaded files' folder inside one
 # What DATA_DIR holds besides the database that a restored service needs:
-# without the key that signed them, every token in use is refused.
-KEY_FILES = (SECRET_KEY_FILE,)
+# without the key that signed them, every token in use is refused; without
+# the VAPID key, every browser's push subscription is (push services check it).
+KEY_FILES = (SECRET_KEY_FILE, VAPID_KEY_FILE)
 
 
 def backup(path: str) -> str:
@@ -146,8 +147,9 @@ def backup(path: str) -> str:
         f"Backed up {database}, {', '.join(keys) or 'no key file'} and {files} attachment "
         f"files into {target}."
     )
-    if os.environ.get("SECRET_KEY"):
-        done += " SECRET_KEY comes from the environment: keep it with the backup yourself."
+    for name in ("SECRET_KEY", "VAPID_PRIVATE_KEY"):
+        if os.environ.get(name):
+            done += f" {name} comes from the environment: keep it with the backup yourself."
     return f"{done} Restore it with the service stopped: python -m manage restore {target}"
 
 

@@ -8,6 +8,7 @@ from sqlmodel import Session
 import attachments
 import crud
 import pages
+import push
 from access import (
     MESSAGE_NOT_VISIBLE,
     NOT_JOINED,
@@ -161,6 +162,8 @@ def create_message(
             MessageEvent(type="message.created", message=public),
             sign_urls=bool(public.attachments),
         )
+        # Committed: Web Push for those away, in the background (push.py).
+        push.pusher.enqueue(message.id)
     else:
         response.status_code = status.HTTP_200_OK
     return public

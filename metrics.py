@@ -117,6 +117,16 @@ ATTACHMENT_BYTES = Counter(
     "messageapp_attachment_stored_bytes",
     "Bytes of attachments stored (files and thumbnails)",
 )
+PushOutcome = Literal["sent", "gone", "failed", "refused", "skipped", "dropped"]
+PUSHES_BY_OUTCOME = Counter(
+    "messageapp_pushes",
+    "Web Push notifications, by outcome: sent (the push service took it), gone (it "
+    "answered 404 or 410: the subscription was removed), failed (another answer, a "
+    "timeout, no connection), refused (the endpoint no longer resolves to public "
+    "addresses), skipped (the message was deleted, or the user left or read it, "
+    "before it went out), dropped (the queue was full)",
+    ["outcome"],
+)
 
 # Every label value exists from the start, at zero, so that a rate over them
 # is 0 rather than missing until the first one happens.
@@ -127,6 +137,7 @@ for _limit in get_args(Limit):
 ATTACHMENT_UPLOADS = {
     outcome: ATTACHMENT_UPLOADS_BY_OUTCOME.labels(outcome) for outcome in get_args(UploadOutcome)
 }
+PUSHES = {outcome: PUSHES_BY_OUTCOME.labels(outcome) for outcome in get_args(PushOutcome)}
 # Looked up once: every request records one or two waits.
 DB_WAITS = {turn: DB_WAIT_SECONDS.labels(turn) for turn in get_args(Turn)}
 

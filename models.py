@@ -12,12 +12,15 @@ conversation lists) are built from rows as dicts of these schemas' shape,
 for speed, in pages.py, whose TypedDicts a test holds to these classes.
 """
 
+import base64
+import binascii
 import re
 import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import AfterValidator, Strict, StringConstraints, model_validator
 from sqlalchemy import BigInteger, Index, Integer, String, UniqueConstraint, text, true
 from sqlmodel import Field, SQLModel
@@ -128,6 +131,7 @@ Emoji = Annotated[str, StringConstraints(min_length=1, max_length=32), AfterVali
 MAX_GROUP_MEMBERS = 100
 # Ids fit SQL's BIGINT; a larger number would overflow the database driver.
 MAX_ID = 2**63 - 1
+PUSH_ENDPOINT_MAX = 2048  # a push service's URL for one browser (some run to 500 characters)
 # Id columns: 64-bit on PostgreSQL (migration 0003). SQLite's INTEGER is 64-bit
 # already, and a primary key must be spelled INTEGER there to stay the rowid.
 ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -521,6 +525,30 @@ class Mention(SQLModel, table=True):
     conversation_id: int = Field(foreign_key="conversation.id", sa_type=ID)
 
 
+class PushSubscription(SQLModel, table=True):
+    """A browser that asked for Web Push (push.py, migration 0012): where its
+    push service takes pushes for it, and the keys to encrypt them with.
+
+    It belongs to the login it was registered from: once that session ends
+    (logout, "end other sessions", a password change, a deactivation), the
+    browser gets no more pushes, as it gets no more events.
+    """
+
+    __table_args__ = (
+        # A user's subscriptions, oldest first: who gets a push; the oldest goes over the cap.
+        Index("ix_pushsubscription_user_id_id", "user_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=ID)
+    user_id: int = Field(foreign_key="user.id", sa_type=ID)
+    session_id: int = Field(foreign_key="authsession.id", sa_type=ID)
+    # The push service's URL for this browser: a capability, as secret as a token.
+    endpoint: str = Field(max_length=PUSH_ENDPOINT_MAX, unique=True)
+    p256dh: str = Field(max_length=128)  # the browser's P-256 public key, base64url
+    auth: str = Field(max_length=32)  # its 16-byte authentication secret, base64url
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Reaction(SQLModel, table=True):
     """One person's emoji on one message (migration 0010)."""
 
@@ -729,6 +757,59 @@ class TokenErrorDetail(ErrorDetail):
 
     error: str  # "invalid_scope" or "invalid_grant"
     error_description: str
+
+
+# --- Web Push (push.py) ------------------------------------------------------
+
+
+def _base64url(value: str, size: int, what: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError(f"{what} is not base64url") from exc
+    if len(raw) != size:
+        raise ValueError(f"{what} must be {size} bytes")
+    return value
+
+
+def _p256_point(value: str) -> str:
+    raw = base64.urlsafe_b64decode(_base64url(value, 65, "p256dh") + "=" * (-len(value) % 4))
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+    except ValueError as exc:
+        raise ValueError("p256dh is not an uncompressed point on P-256") from exc
+    return value
+
+
+class PushKeys(SQLModel):
+    """The browser's keys: pushes are encrypted to them (RFC 8291)."""
+
+    p256dh: Annotated[str, StringConstraints(max_length=128), AfterValidator(_p256_point)]
+    auth: Annotated[
+        str,
+        StringConstraints(max_length=32),
+        AfterValidator(lambda v: _base64url(v, 16, "auth")),
+    ]
+
+
+class PushEndpoint(SQLModel):
+    endpoint: Annotated[str, StringConstraints(min_length=1, max_length=PUSH_ENDPOINT_MAX), NoNul]
+
+
+class PushSubscriptionCreate(PushEndpoint):
+    """What the browser's `PushSubscription.toJSON()` gives."""
+
+    expirationTime: int | None = None  # noqa: N815 (the browser's name); unused
+    keys: PushKeys
+
+
+class PushSubscriptionPublic(SQLModel):
+    endpoint: str
+    created_at: datetime
+
+
+class PushKey(SQLModel):
+    public_key: str  # base64url, no padding: what `applicationServerKey` takes
 
 
 def error_responses(

@@ -42,6 +42,7 @@ from models import (
     User,
     UserPublic,
 )
+from presence import presence
 
 logger = logging.getLogger("messageapp.realtime")
 
@@ -222,6 +223,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     user_id = socket.user.id
     logs.set_user(user_id)
     try:
+        # From now on the user gets no Web Push (presence.py); `ready`, only
+        # queued above, goes out once the sender starts below, after this.
+        await presence.arrived(socket)
         # A logout or password change that committed while the token was being
         # checked found no socket to close; look again now that it is registered.
         await hub.deliver(Envelope(user_ids=[user_id]))
@@ -234,6 +238,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 tasks.start_soon(expire, socket)
     finally:
         hub.remove(socket)
+        await presence.left(socket)
         if user_id not in hub.sockets:
             last_typing.pop(user_id, None)
     await close(websocket, socket.close_code, socket.close_reason)

@@ -128,8 +128,10 @@ def test_backup_is_private(tmp_path: Path) -> None:
         assert manage(data, "backup", str(copy)).returncode == 0
     assert stat.S_IMODE(copy.stat().st_mode) == 0o700
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in copy.iterdir()}
-    assert modes == {"messageapp.db": 0o600, "secret_key": 0o600}
-    assert (copy / "secret_key").read_text() == (data / "secret_key").read_text()
+    keys = {"secret_key", "vapid_private_key.pem"}
+    assert modes == {"messageapp.db": 0o600} | dict.fromkeys(keys, 0o600)
+    for key in keys:
+        assert (copy / key).read_text() == (data / key).read_text()
     assert integrity_check(copy / "messageapp.db") == "ok"
 
 

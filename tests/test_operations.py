@@ -164,6 +164,11 @@ CONTRACT = {
     ("post", "/admin/users/{username}/deactivate"): {204, 401, 403, 404},
     ("post", "/admin/users/{username}/activate"): {204, 401, 403, 404},
     ("delete", "/admin/messages/{message_id}"): {204, 401, 403, 404},
+    ("put", "/conversations/{conversation_id}/notifications"): {200, 401, 403, 404, 422},
+    ("get", "/mentions"): {200, 401, 403, 422},
+    ("get", "/push/key"): {200, 401},
+    ("post", "/push/subscriptions"): {200, 201, 401, 403, 409, 422},
+    ("delete", "/push/subscriptions"): {204, 401, 403, 404, 422},
     ("get", "/healthz"): {200, 503},
 }
 PUBLIC = {("post", "/users"), ("post", "/token"), ("get", "/healthz")}
@@ -403,7 +408,7 @@ def test_server_with_an_empty_key_file_does_not_start(tmp_path: Path) -> None:
 
 
 def test_data_dir_is_private(tmp_path: Path) -> None:
-    """DATA_DIR 700, and the database, its WAL files and the key 600, even
+    """DATA_DIR 700, and the database, its WAL files and the keys 600, even
     where they were made before with the usual umask."""
     data = tmp_path / "data"
     data.mkdir(mode=0o755)
@@ -422,4 +427,5 @@ def test_data_dir_is_private(tmp_path: Path) -> None:
         "messageapp.db-shm": 0o600,
         "messageapp.db.lock": 0o600,  # locked while a server runs (db.in_use)
     }
-    assert modes == {**({} if database.POSTGRES else sqlite), "secret_key": 0o600}
+    keys = {"secret_key": 0o600, "vapid_private_key.pem": 0o600}
+    assert modes == {**({} if database.POSTGRES else sqlite), **keys}

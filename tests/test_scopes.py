@@ -50,8 +50,9 @@ ROUTES: list[tuple[str, str]] = sorted(
     for method in context.methods or ()
 )
 PUBLIC = {("POST", "/users"), ("POST", "/token"), ("GET", "/healthz")}
-# Any valid token may revoke itself, whatever its scopes.
-ANY_TOKEN = {("POST", "/logout")}
+# Any valid token may revoke itself, whatever its scopes, and read the
+# public VAPID key (nothing secret: every browser that subscribes gets it).
+ANY_TOKEN = {("POST", "/logout"), ("GET", "/push/key")}
 
 
 def required_scope(method: str, path: str) -> str:
@@ -74,6 +75,16 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/conversations/{conversation_id}/messages"): {"content": "sneaky"},
     ("POST", "/conversations/{conversation_id}/read"): {"message_id": 1},
     ("PUT", "/conversations/{conversation_id}/notifications"): {"level": "none"},
+    ("DELETE", "/push/subscriptions"): {"endpoint": "https://8.8.8.8/push/1"},
+    ("POST", "/push/subscriptions"): {
+        "endpoint": "https://8.8.8.8/push/1",  # an address: no DNS lookup needed
+        "keys": {
+            # The P-256 generator point, a valid public key; a 16-byte secret.
+            "p256dh": "BGsX0fLhLEJH-Lzm5WOkQPJ3A32BLeszoPShOUXYmMKWT-NC4v4af5uO5-"
+            "tKfA-eFivOM1drMV7Oy7ZAaDe_UfU",
+            "auth": "AAAAAAAAAAAAAAAAAAAAAA",
+        },
+    },
     ("PATCH", "/messages/{message_id}"): {"content": "sneaky"},
     ("PATCH", "/users/me"): {"display_name": "Sneaky"},
     ("PUT", "/users/me/password"): {
@@ -173,6 +184,9 @@ CONTRACT_ROUTES = {
     ("DELETE", "/messages/{message_id}/reactions/{emoji}"),
     ("GET", "/search/messages"),
     ("GET", "/mentions"),
+    ("GET", "/push/key"),
+    ("POST", "/push/subscriptions"),
+    ("DELETE", "/push/subscriptions"),
     ("POST", "/conversations/{conversation_id}/attachments"),
     ("GET", "/attachments/{attachment_id}"),
     ("GET", "/attachments/{attachment_id}/thumbnail"),
@@ -187,7 +201,7 @@ CONTRACT_ROUTES = {
 def test_route_table_is_the_contracts() -> None:
     """The routes the tests below walk are the contract's, no more, no less."""
     assert set(ROUTES) == CONTRACT_ROUTES
-    assert len(READS) == 14 and len(WRITES) == 16 and len(ADMIN_ROUTES) == 4
+    assert len(READS) == 14 and len(WRITES) == 18 and len(ADMIN_ROUTES) == 4
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(set(ROUTES) - PUBLIC))
