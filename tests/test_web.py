@@ -1826,3 +1826,85 @@ def test_push_subscription_reaches_the_server(
     assert deleted.value.status == 204
     expect(bob.get_by_role("button", name="Log in")).to_be_visible()
     assert pages.close() == []
+
+
+def test_a_real_push_from_the_server_reaches_the_service_worker(
+    browser: Browser, push_web: Server, names: Callable[[str], str]
+) -> None:
+    """End to end: the page subscribes; with no tab of Bob's open, Alice's
+    message makes the server push, encrypted, to a push service this test
+    runs (tests/test_push.py's), which decrypts it as the browser would and
+    hands it to the service worker (DevTools, as a push service would); its
+    notification's link opens the app at that message."""
+    from tests.test_push import Browser as PushKeys
+    from tests.test_push import PushService
+
+    service = PushService()
+    try:
+        pages = Pages(browser, push_web)
+        alice_name, bob_name, headers, direct = alice_and_bob(push_web, names)
+        keys = PushKeys(service, bob_name)
+        subscription = keys.subscription()
+        bob = pages.open(
+            permissions=["notifications"],
+            init_script=push_stand_in(
+                subscription["endpoint"],
+                subscription["keys"]["p256dh"],
+                subscription["keys"]["auth"],
+            ),
+        )
+        log_in(bob, bob_name)
+        bob.get_by_role("button", name="Settings", exact=True).click()
+        with bob.expect_response(re.compile(r"/push/subscriptions$")) as posted:
+            bob.get_by_role("button", name="Enable notifications").click()
+        assert posted.value.status == 201
+
+        # Bob closes the app (his socket with it): a page of the site without
+        # it stays, for DevTools to reach the service worker through.
+        pages.expected.append("status of 404")  # that page's /favicon.ico, which is none
+        bob.goto(f"{push_web.url}/manifest.webmanifest")
+        worker = bob.context.service_workers[0]
+        worker.evaluate(RECORD_NOTIFICATIONS)
+        cdp = bob.context.new_cdp_session(bob)
+        registrations: list[dict[str, Any]] = []
+        cdp.on(
+            "ServiceWorker.workerRegistrationUpdated",
+            lambda e: registrations.extend(e["registrations"]),
+        )
+        cdp.send("ServiceWorker.enable")
+        bob.wait_for_timeout(500)  # events arrive while Playwright waits
+        assert registrations, "no service worker registration"
+
+        # The server's presence notices the closed socket in a moment: until
+        # then a message gets no push. So Alice writes until one arrives.
+        for attempt in range(20):
+            sent = api_send(push_web, headers, direct, f"Are you there? ({attempt})")
+            try:
+                received = service.next(timeout=1)
+                break
+            except Exception:  # queue.Empty: no push for that one
+                continue
+        else:
+            raise AssertionError("no push arrived")
+        payload = keys.read(received)
+        assert payload["message_id"] == sent["id"]
+        assert payload["url"] == f"/?conversation={direct}&message={sent['id']}"
+        cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {
+                "origin": push_web.url,
+                "registrationId": registrations[0]["registrationId"],
+                "data": json.dumps(payload),
+            },
+        )
+        tag = f"conversation-{direct}"
+        assert shown(worker, 1) == [[alice_name, sent["content"], tag]]
+
+        # Its click, with no app open, opens the URL: the app, at that message.
+        bob.goto(f"{push_web.url}{payload['url']}")
+        expect(bob.locator("#conversation-title")).to_have_text(alice_name)
+        expect(message(bob, sent["content"])).to_have_class(re.compile(r"\bfound\b"))
+        assert pages.close() == []
+    finally:
+        service.http.shutdown()
+        service.http.server_close()
