@@ -370,6 +370,19 @@ def recipients(message_id: int) -> Plan | None:
         message = session.get(Message, message_id)
         if message is None or message.deleted:
             return None
+        # Most messages go to nobody's push service: one query says so,
+        # before the work of choosing (this runs for every message sent).
+        subscribed = (
+            select(PushSubscription.id)
+            .join(Membership, col(Membership.user_id) == PushSubscription.user_id)
+            .where(
+                Membership.conversation_id == message.conversation_id,
+                PushSubscription.user_id != message.author_id,
+            )
+            .limit(1)
+        )
+        if session.exec(subscribed).first() is None:
+            return None
         conversation = session.get(Conversation, message.conversation_id)
         author = session.get(User, message.author_id)
         assert conversation is not None and author is not None

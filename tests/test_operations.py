@@ -164,8 +164,6 @@ CONTRACT = {
     ("post", "/admin/users/{username}/deactivate"): {204, 401, 403, 404},
     ("post", "/admin/users/{username}/activate"): {204, 401, 403, 404},
     ("delete", "/admin/messages/{message_id}"): {204, 401, 403, 404},
-    ("put", "/conversations/{conversation_id}/notifications"): {200, 401, 403, 404, 422},
-    ("get", "/mentions"): {200, 401, 403, 422},
     ("get", "/push/key"): {200, 401},
     ("post", "/push/subscriptions"): {200, 201, 401, 403, 409, 422},
     ("delete", "/push/subscriptions"): {204, 401, 403, 404, 422},
