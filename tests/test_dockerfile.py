@@ -163,6 +163,15 @@ def test_install_requirements_before_code(dockerfile: list[Instruction]) -> None
     assert requirements_copied[0] < pip_installed[0] < code_copied[0]
 
 
+def test_build_tools_stay_in_the_builder(final_stage: list[Instruction]) -> None:
+    """Compilers and headers build Pillow and psycopg's C part in a stage that
+    is thrown away; the image gets only the libraries they link to."""
+    for args in args_of(final_stage, "RUN"):
+        words = args.split()
+        assert not {"gcc", "binutils", "build-essential"} & set(words), args
+        assert not [word for word in words if word.endswith("-dev")], args
+
+
 def test_start_uvicorn_in_exec_form(final_stage: list[Instruction]) -> None:
     commands = args_of(final_stage, "CMD")
     assert commands, "no CMD in the final stage"
