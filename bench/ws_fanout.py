@@ -80,12 +80,13 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def start_server(port: int, flags: list[str]) -> subprocess.Popen[bytes]:
+def start_server(port: int, flags: list[str], log: Path | None) -> subprocess.Popen[bytes]:
+    output = log.open("wb") if log else subprocess.DEVNULL
     server = subprocess.Popen(
         [*pinned(0), sys.executable, "-m", "uvicorn", "main:app", "--port", str(port), *flags],
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
     )
     for _ in range(200):
         try:
@@ -129,6 +130,7 @@ class Fanout:
         self.marker = b""  # the message's content, as it appears in its event's JSON
         self.arrivals: list[float] = []
         self.missing = 0
+        self.closed = 0  # sockets the server closed
         self.done: asyncio.Future[None] | None = None
 
     def expect(self, content: str, sockets: int) -> asyncio.Future[None]:
@@ -176,6 +178,9 @@ class Arrivals(asyncio.Protocol):
                 pong = bytes([0x8A, 0x80 | len(payload)]) + bytes(4) + payload
                 self.transport.write(pong)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fanout.closed += 1
+
 
 async def open_socket(url: str, token: str) -> ClientConnection:
     ws = await connect(url, max_queue=None, compression=COMPRESSION, ping_interval=None)
@@ -184,11 +189,13 @@ async def open_socket(url: str, token: str) -> ClientConnection:
     return ws
 
 
-async def run(sockets: int, messages: int, flags: list[str]) -> dict[str, float]:
+async def run(
+    sockets: int, messages: int, flags: list[str], log: Path | None = None
+) -> dict[str, float]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * sockets + 256)), hard))
     port = free_port()
-    server = start_server(port, flags)
+    server = start_server(port, flags, log)
     try:
         tokens = add_users(sockets)
         base = f"http://127.0.0.1:{port}"
@@ -225,7 +232,13 @@ async def run(sockets: int, messages: int, flags: list[str]) -> dict[str, float]
                     headers=bearer(tokens[0]),
                 )
                 assert response.status_code == 201, response.text
-                await done
+                try:
+                    await asyncio.wait_for(asyncio.shield(done), 60)
+                except TimeoutError:
+                    raise RuntimeError(
+                        f"{fanout.missing} sockets never got message {n}; "
+                        f"the server closed {fanout.closed}"
+                    ) from None
                 delays = [t - started for t in fanout.arrivals]
                 latencies += delays
                 last_arrivals.append(max(delays))
@@ -281,6 +294,7 @@ def main() -> None:
         help="let uvicorn compress frames (its default; off in make run and the image)",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--server-log", type=Path, help="write the server's output to this file")
     args = parser.parse_args()
     flags = list(FLAGS)
     if args.deflate:  # uvicorn's default: drop the option that turns it off, and its value
@@ -288,7 +302,7 @@ def main() -> None:
         del flags[at : at + 2]
     if pinned(1):
         os.sched_setaffinity(0, {1})
-    figures = uvloop.run(run(args.sockets, args.messages, flags))
+    figures = uvloop.run(run(args.sockets, args.messages, flags, args.server_log))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
