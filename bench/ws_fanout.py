@@ -152,7 +152,7 @@ class Arrivals(asyncio.Protocol):
     before anything else is done with them. Server frames are not masked
     (RFC 6455, 5.1); pings get their pong, so the server keeps the socket."""
 
-    def __init__(self, transport: asyncio.BaseTransport, fanout: Fanout) -> None:
+    def __init__(self, transport: asyncio.Transport, fanout: Fanout) -> None:
         self.transport = transport
         self.fanout = fanout
         self.buffer = b""
@@ -173,7 +173,7 @@ class Arrivals(asyncio.Protocol):
             self.buffer = self.buffer[start + length :]
             if opcode == 0x1:  # text
                 self.fanout.arrived(payload, at)
-            elif opcode == 0x9 and isinstance(self.transport, asyncio.Transport):  # ping
+            elif opcode == 0x9:  # ping
                 # A pong with the same payload, masked with a key of zeros.
                 pong = bytes([0x8A, 0x80 | len(payload)]) + bytes(4) + payload
                 self.transport.write(pong)
