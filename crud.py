@@ -398,11 +398,29 @@ def ended_sessions_among(session: Session, session_ids: Collection[int]) -> set[
     return set(session_ids) - set(going)
 
 
+# The hub asks about every connected user at each event. `IN (...)` costs
+# SQLAlchemy and SQLite a bound parameter per id (about 7 µs each: 70 ms for
+# 10,000 sockets); past MANY_IDS ids, reading the whole list (a
+# conversation's members, the revoked tokens) and keeping the ids asked
+# about is several times cheaper.
+MANY_IDS = 500
+
+# A conversation's members and their token versions, built once.
+MEMBER_TOKEN_VERSIONS = (
+    select(User.id, User.token_version)
+    .join(Membership, col(Membership.user_id) == User.id)
+    .where(Membership.conversation_id == bindparam("conversation_id"))
+)
+
+
 def live_token_versions(
     session: Session, user_ids: Collection[int], conversation_id: int | None = None
 ) -> dict[int, int]:
     """Of `user_ids`, those who may receive an event (the members, if a
     conversation is given), each with their current token version."""
+    if conversation_id is not None and len(user_ids) > MANY_IDS:
+        rows = session.exec(MEMBER_TOKEN_VERSIONS, params={"conversation_id": conversation_id})
+        return {u: version for u, version in rows if u is not None and u in user_ids}
     query = select(User.id, User.token_version).where(col(User.id).in_(user_ids))
     if conversation_id is not None:
         query = query.join(Membership, col(Membership.user_id) == User.id).where(
@@ -412,6 +430,9 @@ def live_token_versions(
 
 
 def revoked_among(session: Session, jtis: Collection[str]) -> set[str]:
+    if len(jtis) > MANY_IDS:
+        # A short table: a row per logout, purged of expired tokens at each logout.
+        return set(session.exec(select(RevokedToken.jti))).intersection(jtis)
     return set(session.exec(select(RevokedToken.jti).where(col(RevokedToken.jti).in_(jtis))))
 
 

@@ -5,6 +5,7 @@ A client connects, sends `{"type": "auth", "token": ...}` within 10 s, gets
 (hub.py) queues on its socket. It may send `ping` and `typing` frames.
 """
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
@@ -187,11 +188,6 @@ async def send_frames(socket: LiveSocket) -> None:
         socket.close(CLOSE_NORMAL)
 
 
-async def expire(socket: LiveSocket) -> None:
-    await anyio.sleep(max(0.0, socket.expires_at - time.time()))
-    socket.close(CLOSE_UNAUTHORIZED, "Token expired")
-
-
 async def close(websocket: WebSocket, code: int, reason: str = "") -> None:
     if websocket.client_state != WebSocketState.CONNECTED:
         return  # the client has gone already
@@ -222,6 +218,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     socket.send(ReadyEvent(user=socket.user).model_dump_json())
     user_id = socket.user.id
     logs.set_user(user_id)
+    # The token's expiry is a timer, not a task: each task costs every open
+    # socket memory (docs/performance.md).
+    expiry = asyncio.get_running_loop().call_later(
+        max(0.0, socket.expires_at - time.time()),
+        socket.close,
+        CLOSE_UNAUTHORIZED,
+        "Token expired",
+    )
     try:
         # From now on the user gets no Web Push (presence.py); `ready`, only
         # queued above, goes out once the sender starts below, after this.
@@ -229,14 +233,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         # A logout or password change that committed while the token was being
         # checked found no socket to close; look again now that it is registered.
         await hub.deliver(Envelope(user_ids=[user_id]))
-        # Receiving, sending and the expiry timer run side by side; whichever
-        # ends first cancels the scope, and with it the other two.
+        # Sending runs beside receiving, which this task does itself; either
+        # ends by closing the socket, which cancels the scope and both.
         with socket.cancel_scope:
             async with anyio.create_task_group() as tasks:
-                tasks.start_soon(receive_frames, socket)
                 tasks.start_soon(send_frames, socket)
-                tasks.start_soon(expire, socket)
+                await receive_frames(socket)
     finally:
+        expiry.cancel()
         hub.remove(socket)
         await presence.left(socket)
         if user_id not in hub.sockets:

@@ -16,6 +16,7 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 import auth
+import crud
 import hub
 import realtime
 from config import settings
@@ -53,6 +54,14 @@ def handshake(client: TestClient, first_frame: Any) -> int:
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
         return closed.value.code
+
+
+@pytest.fixture(params=["by id", "whole lists"])
+def recipients_query(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways the hub finds who may receive: asking about each connected
+    user by id, and, past crud.MANY_IDS of them, reading whole lists."""
+    if request.param == "whole lists":
+        monkeypatch.setattr(crud, "MANY_IDS", 0)
 
 
 def group_of(client: TestClient, owner: Headers, *members: str) -> int:
@@ -231,7 +240,9 @@ def test_ws_oversized_first_frame(client: TestClient) -> None:
 # --- Messages ----------------------------------------------------------------
 
 
-def test_ws_message_created_reaches_exactly_the_members(client: TestClient) -> None:
+def test_ws_message_created_reaches_exactly_the_members(
+    client: TestClient, recipients_query: None
+) -> None:
     alice, bob, carol, group, direct = group_and_outsider(client)
     with live(client, alice) as a, live(client, bob) as b, live(client, carol) as c:
         sent = send(client, alice, group, "for the team")
@@ -243,7 +254,9 @@ def test_ws_message_created_reaches_exactly_the_members(client: TestClient) -> N
         assert c.receive_json() == {"type": "message.created", "message": later}
 
 
-def test_ws_channel_messages_reach_members_not_readers(client: TestClient) -> None:
+def test_ws_channel_messages_reach_members_not_readers(
+    client: TestClient, recipients_query: None
+) -> None:
     alice, bob = new_user(client, "alice"), new_user(client, "bob")
     channel = create_conversation(client, alice, kind="channel", title="random")["id"]
     direct = create_conversation(client, alice, kind="direct", members=["bob"])["id"]
@@ -328,7 +341,7 @@ def test_ws_message_deleted_is_a_tombstone(client: TestClient) -> None:
     assert event["message"]["content"] is None
 
 
-def test_ws_left_member_stops_receiving(client: TestClient) -> None:
+def test_ws_left_member_stops_receiving(client: TestClient, recipients_query: None) -> None:
     alice, bob = new_user(client, "alice"), new_user(client, "bob")
     group = group_of(client, alice, "bob")
     direct = create_conversation(client, alice, kind="direct", members=["bob"])["id"]
@@ -515,7 +528,9 @@ def test_ws_password_change_closes_sockets_at_once(client: TestClient) -> None:
         assert_closed(b)
 
 
-def test_ws_logout_closes_that_tokens_socket_at_once(client: TestClient) -> None:
+def test_ws_logout_closes_that_tokens_socket_at_once(
+    client: TestClient, recipients_query: None
+) -> None:
     alice, bob = new_user(client, "alice"), new_user(client, "bob")
     bob_phone = bearer(login(client, "bob"))
     group = group_of(client, alice, "bob")
