@@ -44,7 +44,7 @@ and all(map(f.check, ('jpg', 'webp', 'zlib'))), 'psycopg C or Pillow codecs miss
 
 # Not needed at run time: the test harnesses SQLAlchemy, Alembic and Mako ship
 # for their own test suites (1 MB), and the tests of pywebpush, py-vapid,
-# certifi and ecdsa (0.5 MB).
+# certifi and ecdsa (0.4 MB).
 # Nor the optional C accelerators of what Web Push pulls in (1.8 MB):
 # aiohttp's (HTTP parser and writer, WebSocket reader and mask) and those of
 # multidict, yarl, frozenlist and propcache under it, which pywebpush loads
