@@ -43,10 +43,26 @@ RUN python -m venv /opt/venv \
 and all(map(f.check, ('jpg', 'webp', 'zlib'))), 'psycopg C or Pillow codecs missing'"
 
 # Not needed at run time: the test harnesses SQLAlchemy, Alembic and Mako ship
-# for their own test suites (1 MB).
-RUN rm -r /opt/venv/lib/python3.11/site-packages/sqlalchemy/testing \
-          /opt/venv/lib/python3.11/site-packages/alembic/testing \
-          /opt/venv/lib/python3.11/site-packages/mako/testing
+# for their own test suites (1 MB), and the tests of pywebpush, py-vapid,
+# certifi and ecdsa (0.4 MB).
+# Nor the optional C accelerators of what Web Push pulls in (1.8 MB):
+# aiohttp's (HTTP parser and writer, WebSocket reader and mask) and those of
+# multidict, yarl, frozenlist and propcache under it, which pywebpush loads
+# for its async API and push.py never calls (it POSTs with requests); and
+# charset-normalizer's mypyc-compiled detector, which requests loads to guess
+# the encoding of an answer that names none. Each package falls back to its
+# pure-Python code when the compiled module is missing (`except ImportError`),
+# as it does on PyPy; the check below makes sure it does here (-B: it writes
+# no .pyc, the next step does).
+RUN sp=/opt/venv/lib/python3.11/site-packages \
+    && rm -r "$sp"/sqlalchemy/testing "$sp"/alembic/testing "$sp"/mako/testing \
+       "$sp"/pywebpush/tests "$sp"/py_vapid/tests "$sp"/certifi/tests "$sp"/ecdsa/test_*.py \
+    && rm "$sp"/aiohttp/*.so "$sp"/aiohttp/_websocket/*.so "$sp"/multidict/*.so "$sp"/yarl/*.so \
+       "$sp"/frozenlist/*.so "$sp"/propcache/*.so "$sp"/charset_normalizer/*.so \
+    && /opt/venv/bin/python -B -c "import pywebpush, requests, multidict._compat as m, \
+aiohttp.http_parser as p, charset_normalizer.md as md; \
+assert not m.USE_EXTENSIONS and p.HttpResponseParser is p.HttpResponseParserPy \
+and md.__file__.endswith('.py'), 'a compiled module is still loaded'"
 
 # .pyc files for what a start imports, not for everything: without any, each
 # start compiles ~800 modules in memory (the code is root's, nothing is written

@@ -7,6 +7,8 @@ an operator relies on from silently going away in a later edit.
 import json
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -232,3 +234,60 @@ def test_every_server_start_uses_serve(final_stage: list[Instruction]) -> None:
     for path in ("Makefile", "Dockerfile", "tests/server.py", "README.md"):
         for flag in FLAGS[::2]:
             assert flag not in (ROOT / path).read_text(), f"{flag} in {path}: serve.py has it"
+
+
+# In a subprocess: the compiled modules of the packages the image strips them
+# from cannot be imported, as in the image (python -c "<this> <packages>").
+WITHOUT_COMPILED_MODULES = """
+import importlib.machinery as machinery, importlib.util, os, sys
+stripped = sys.argv[1:]
+
+class NoCompiledModules:
+    def find_spec(self, name, path=None, target=None):
+        if name.rpartition(".")[0] in stripped:
+            spec = machinery.PathFinder.find_spec(name, path)
+            if spec and isinstance(spec.loader, machinery.ExtensionFileLoader):
+                # Deleted: a module.py beside it is found instead, if there is one.
+                source = os.path.join(os.path.dirname(spec.origin), name.rpartition(".")[2] + ".py")
+                if os.path.exists(source):
+                    return importlib.util.spec_from_file_location(name, source)
+                raise ModuleNotFoundError(f"stripped from the image: {name}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoCompiledModules())
+import aiohttp, charset_normalizer, pywebpush, requests
+assert charset_normalizer.from_bytes("später, bitte".encode()).best().encoding == "utf_8"
+loaded = [m.__name__ for m in list(sys.modules.values())
+          if isinstance(getattr(m, "__loader__", None), machinery.ExtensionFileLoader)]
+assert not [name for name in loaded if name.rpartition(".")[0] in stripped], loaded
+# How many of their modules loaded (as Python): the packages were imported.
+print(len([name for name in sys.modules if name.rpartition(".")[0] in stripped]))
+"""
+
+
+def test_stripped_accelerators_have_pure_python_fallbacks(dockerfile: list[Instruction]) -> None:
+    """The image deletes the optional C accelerators of what Web Push pulls in:
+    pywebpush and requests must still import, on the packages' pure-Python code,
+    after an upgrade too."""
+    stripped = sorted(
+        {
+            match.replace("/", ".")
+            for args in args_of(dockerfile, "RUN")
+            for match in re.findall(r'"\$sp"/([\w/]+)/\*\.so', args)
+        }
+    )
+    assert {"aiohttp", "multidict", "yarl", "frozenlist", "propcache", "charset_normalizer"} <= set(
+        stripped
+    )
+    # What the app cannot do without: never stripped.
+    assert not {"cryptography", "pydantic_core", "psycopg_c", "PIL", "uvloop", "sqlalchemy"} & {
+        name.partition(".")[0] for name in stripped
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_COMPILED_MODULES, *stripped],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 20  # their modules did load, in Python
