@@ -1038,10 +1038,16 @@ function receiveMessage(message, isNew = false) {
     return;
   }
   if (own && state.pending.delete(message.client_id)) isNew = false; // counted already
+  // A conversation fetched after this message was sent counts it already in
+  // its unread (its messages commit in id order): the event of a message
+  // racing that fetch must not count it twice.
+  const counted = c.last_message != null && message.id <= c.last_message.id;
   c.last_message = laterVersion(c.last_message, message);
   if (isNew && !own && c.is_member) {
-    c.unread_count += 1;
-    if (views.mentionsMe(message, state.me)) c.unread_mentions = (c.unread_mentions ?? 0) + 1;
+    if (!counted) {
+      c.unread_count += 1;
+      if (views.mentionsMe(message, state.me)) c.unread_mentions = (c.unread_mentions ?? 0) + 1;
+    }
     notifyOf(c, message);
   }
   if (message.deleted && !own && c.unread_count > 0) refreshConversation(c.id);
