@@ -777,7 +777,8 @@ def set_notification_level(
 
 def members_to_notify(session: Session, message: Message, kind: str) -> list[int]:
     """The members a new message notifies by their level: every member but
-    its author whose level is `all`, or `mentions` and it mentions them."""
+    its author whose level is `all`, or `mentions` and it mentions them; and
+    who have not read up to it yet (on another device, say)."""
     default = NotificationLevel.of(kind, None)
     level = func.coalesce(Membership.notifications, default.value)
     mentioned = select(Mention.user_id).where(Mention.message_id == message.id)
@@ -787,6 +788,7 @@ def members_to_notify(session: Session, message: Message, kind: str) -> list[int
             select(col(Membership.user_id)).where(
                 Membership.conversation_id == message.conversation_id,
                 col(Membership.user_id) != message.author_id,
+                col(Membership.last_read_message_id) < message.id,
                 (level == NotificationLevel.all.value)
                 | (
                     (level == NotificationLevel.mentions.value)

@@ -387,17 +387,7 @@ def recipients(message_id: int) -> Plan | None:
         author = session.get(User, message.author_id)
         assert conversation is not None and author is not None
         notified = crud.members_to_notify(session, message, conversation.kind)
-        # Those who have read up to it (another device, say) need no push.
-        unread = set(
-            session.exec(
-                select(Membership.user_id).where(
-                    Membership.conversation_id == message.conversation_id,
-                    col(Membership.user_id).in_(notified),
-                    col(Membership.last_read_message_id) < message_id,
-                )
-            )
-        )
-        subscriptions = live_subscriptions(session, [u for u in notified if u in unread])
+        subscriptions = live_subscriptions(session, notified)
         if not subscriptions:
             return None
         mentioned = set(
