@@ -1,5 +1,6 @@
 """Small factories for tests: each call does one thing through the public API."""
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,6 +11,7 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 import manage
+import push
 from hub import CLOSE_UNAUTHORIZED
 from tests.server import METRICS_AUTH, Metrics
 
@@ -116,3 +118,12 @@ def read_metrics(client: TestClient) -> Metrics:
     response = client.get("/metrics", headers=METRICS_AUTH)
     assert response.status_code == 200, response.text
     return Metrics(response.text)
+
+
+def settle(timeout: float = 10) -> None:
+    """Wait until every push queued so far has been sent (or not): the push
+    workers query the database in the background after a message commits."""
+    deadline = time.monotonic() + timeout
+    while not push.pusher.idle():
+        assert time.monotonic() < deadline, "pushes still going"
+        time.sleep(0.01)

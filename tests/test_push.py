@@ -46,6 +46,7 @@ from tests.helpers import (
     new_user,
     read_metrics,
     send,
+    settle,
     signup,
 )
 from tests.server import PASSWORD, Server, needs_redis, open_socket, unique_channel
@@ -190,14 +191,6 @@ def localhost(monkeypatch: pytest.MonkeyPatch) -> None:
 def subscribe(client: TestClient, headers: Headers, browser: Browser) -> None:
     response = client.post("/push/subscriptions", json=browser.subscription(), headers=headers)
     assert response.status_code == 201, response.text
-
-
-def settle(timeout: float = 10) -> None:
-    """Wait until every push queued so far has been sent (or not)."""
-    deadline = time.monotonic() + timeout
-    while not push.pusher.idle():
-        assert time.monotonic() < deadline, "pushes still going"
-        time.sleep(0.01)
 
 
 def mine(client: TestClient, headers: Headers, endpoint: str) -> bool:
