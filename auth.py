@@ -62,8 +62,11 @@ HASH_NICENESS = 10
 
 def _lower_priority() -> None:
     # Linux gives each thread a nice value of its own; elsewhere, skip it.
+    # Relative to the process's own: a server started under `nice` stays below it.
     with suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICENESS)
+        thread = threading.get_native_id()
+        niceness = os.getpriority(os.PRIO_PROCESS, thread) + HASH_NICENESS
+        os.setpriority(os.PRIO_PROCESS, thread, min(niceness, 19))
 
 
 # Hashes run in threads of their own at a lower CPU priority: when the CPU is
