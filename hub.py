@@ -21,7 +21,7 @@ The path of one event:
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -59,7 +59,7 @@ MAX_PENDING = 10_000
 Revoked = tuple[Collection[str], Collection[int]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LiveSocket:
     """One open, authenticated socket, and what its token allows."""
 
@@ -70,7 +70,11 @@ class LiveSocket:
     token_version: int
     expires_at: float  # the token's `exp`, in seconds since the epoch
     can_write: bool = True  # the token has messages:write (needed to send `typing`)
-    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(settings.WS_SEND_QUEUE))
+    # Frames waiting to be sent, at most WS_SEND_QUEUE, and the sender's
+    # wake-up while it waits for one: an `asyncio.Queue` would keep four
+    # deques per socket (docs/performance.md).
+    queue: deque[str] = field(default_factory=deque)
+    waiter: asyncio.Future[None] | None = None
     # Cancelling it ends the socket's tasks; the endpoint then says goodbye.
     cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     close_code: int = CLOSE_NORMAL
@@ -79,14 +83,25 @@ class LiveSocket:
     def send(self, text: str) -> bool:
         """Queue a frame, never waiting: a socket that is full is closed, and
         the frame dropped (False)."""
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if len(self.queue) >= settings.WS_SEND_QUEUE:
             logger.info("Closing a socket of user %s: it fell too far behind", self.user.id)
             metrics.EVENTS_DROPPED.labels("socket_behind").inc()
             self.close(CLOSE_TOO_SLOW, "Too far behind; reconnect and catch up")
             return False
+        self.queue.append(text)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
         return True
+
+    async def next_frame(self) -> str:
+        """The oldest queued frame, once there is one (for the sender)."""
+        while not self.queue:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.queue.popleft()
 
     def close(self, code: int, reason: str = "") -> None:
         if not self.cancel_scope.cancel_called:

@@ -148,10 +148,11 @@ for module in (
     push,
     admin,
     operations,
-    realtime,
 ):
     app.include_router(module.router)
 app.include_router(metrics.router)
+# Straight onto the app, without FastAPI's wrapper (see realtime.py).
+app.router.add_websocket_route("/ws", realtime.websocket_endpoint)
 
 
 def openapi() -> dict[str, Any]:
