@@ -19,6 +19,7 @@ The path of one event:
 """
 
 import asyncio
+import gc
 import logging
 import time
 from collections import defaultdict, deque
@@ -284,6 +285,9 @@ def make_broker() -> Broker:
 
 # --- The hub: this process's sockets ---------------------------------------
 
+# How often the hub freezes new sockets, and looks whether to collect.
+TIDY_SECONDS = 1.0
+
 
 class Hub:
     """The open sockets of this process, by user, and the delivery of events to them."""
@@ -294,6 +298,12 @@ class Hub:
         # Deliveries get their own worker thread, so they never queue behind
         # slow requests in the thread pool that `def` routes share.
         self.limiter: anyio.CapacityLimiter | None = None
+        # For the garbage collection (see `tidy`): sockets open; added since
+        # the last freeze; added or removed, and removed, since the last
+        # collection; when that was, and when an event last went out.
+        self.open = 0
+        self.added = self.changed = self.removed = 0
+        self.collected_at = self.delivered_at = time.monotonic()
 
     def add(self, socket: LiveSocket) -> bool:
         """Register the socket; False if its user has WS_MAX_PER_USER open
@@ -304,6 +314,9 @@ class Hub:
             return False
         theirs.add(socket)
         metrics.SOCKETS_OPEN.inc()
+        self.open += 1
+        self.added += 1
+        self.changed += 1
         return True
 
     def remove(self, socket: LiveSocket) -> None:
@@ -311,6 +324,9 @@ class Hub:
         if theirs is not None and socket in theirs:
             theirs.remove(socket)
             metrics.SOCKETS_OPEN.dec()
+            self.open -= 1
+            self.removed += 1
+            self.changed += 1
             if not theirs:
                 del self.sockets[socket.user.id]
 
@@ -344,6 +360,7 @@ class Hub:
             logger.exception("Could not deliver an event")
             return
         delivered = 0
+        self.delivered_at = time.monotonic()
         for socket in sockets:
             version = versions.get(socket.user.id)
             if version is None:
@@ -367,12 +384,50 @@ class Hub:
             for socket in theirs:
                 socket.close(CLOSE_TOO_SLOW, "Events were lost; reconnect and catch up")
 
+    def tidy(self) -> None:
+        """Keep full garbage collections short while many sockets are open.
+
+        A full collection walks every object in the process: with 10,000
+        sockets open each took over a second, and the event it landed on
+        waited that long (docs/performance.md). A socket's objects live as
+        long as it does, so once set up they are frozen (`gc.freeze`), and
+        collections skip them. Frozen objects are never collected, though,
+        so a closed socket's reference cycles would stay: now and then, at a
+        quiet moment, everything is unfrozen, collected once, and frozen
+        again. That is when a quarter of the sockets have closed since the
+        last time (CPython's own rule for full collections) or after
+        WS_GC_SECONDS, when no event went out in the last second; and at
+        most twice WS_GC_SECONDS apart, whatever the traffic.
+        """
+        now = time.monotonic()
+        age = now - self.collected_at
+        wanted = self.removed > self.open / 4 or age >= settings.WS_GC_SECONDS
+        quiet = now - self.delivered_at >= TIDY_SECONDS
+        if self.changed and wanted and (quiet or age >= 2 * settings.WS_GC_SECONDS):
+            gc.unfreeze()
+            found = gc.collect()
+            gc.freeze()
+            self.added = self.changed = self.removed = 0
+            self.collected_at = time.monotonic()
+            logger.debug("Collected %s objects in %.0f ms", found, (self.collected_at - now) * 1000)
+        elif self.added:  # a server without sockets freezes nothing
+            gc.freeze()
+            self.added = 0
+
+    async def tidying(self) -> None:
+        while True:
+            await anyio.sleep(TIDY_SECONDS)
+            self.tidy()
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Deliver events while the app runs (used by the app's lifespan)."""
+        """Deliver events, and freeze and collect sockets' objects (`tidy`),
+        while the app runs (used by the app's lifespan)."""
         self.limiter = anyio.CapacityLimiter(1)  # deliveries happen one at a time
+        self.added = self.changed = self.removed = 0  # the lifespan has just frozen all
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self.broker.run, self.deliver, self.lost)
+            tasks.start_soon(self.tidying)
             try:
                 yield
             finally:

@@ -53,7 +53,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("Database ready: %s", db.engine.url.render_as_string(hide_password=True))
         # What exists by now (modules, the app, the models' machinery) lives as
         # long as the process: frozen, a full garbage collection skips it, rather
-        # than walk it all in the middle of a request.
+        # than walk it all in the middle of a request. (The hub freezes what
+        # sockets make later, and collects it now and then: hub.Hub.tidy.)
         gc.collect()
         gc.freeze()
         # Requests are served, and live events flow, while the app runs.
