@@ -152,7 +152,10 @@ for module in (
 ):
     app.include_router(module.router)
 app.include_router(metrics.router)
-# Straight onto the app, without FastAPI's wrapper (see realtime.py).
+# A plain Starlette route, not FastAPI's `@router.websocket` in an included
+# router: FastAPI's wrapper (its dependency machinery, two exit stacks) and
+# the included router's layers would stay in memory for as long as each
+# socket is open, about 5 KiB of it (docs/performance.md).
 app.router.add_websocket_route("/ws", realtime.websocket_endpoint)
 
 

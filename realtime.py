@@ -3,6 +3,7 @@
 A client connects, sends `{"type": "auth", "token": ...}` within 10 s, gets
 `{"type": "ready", ...}`, and from then on receives the events that the hub
 (hub.py) queues on its socket. It may send `ping` and `typing` frames.
+main.py routes `/ws` to `websocket_endpoint`.
 """
 
 import asyncio
@@ -201,10 +202,7 @@ async def close(websocket: WebSocket, code: int, reason: str = "") -> None:
 
 # `async def`: a socket spends its life waiting, which costs the event loop
 # nothing, where a `def` would hold a worker thread for as long as it is open.
-# Its queries still go to threads (see handshake). main.py routes `/ws` here
-# with a plain Starlette route, not FastAPI's `@router.websocket`: FastAPI's
-# wrapper (its dependency machinery, two exit stacks) and an included
-# router's layers would stay in memory for as long as each socket is open.
+# Its queries still go to threads (see handshake).
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Live events. Send `{"type": "auth", "token": "<jwt>"}` first, within 10 s;
     the token needs the `messages:read` scope (else the socket closes with 4403)."""
