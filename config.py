@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     # Events waiting to be sent on one socket; a client that falls further
     # behind is disconnected and catches up over HTTP when it reconnects.
     WS_SEND_QUEUE: int = Field(default=256, ge=1)
+    # Open sockets' objects are frozen, out of the garbage collector's way;
+    # at most this long apart (twice, if events never pause), they are
+    # unfrozen and collected once, so closed sockets' memory comes back (hub.py).
+    WS_GC_SECONDS: float = Field(default=300, gt=0)
     # Fill an empty database with demo users and conversations at start
     # (demo.py); the demo users' password is printed in the log.
     DEMO_DATA: bool = False

@@ -19,9 +19,10 @@ The path of one event:
 """
 
 import asyncio
+import gc
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ MAX_PENDING = 10_000
 Revoked = tuple[Collection[str], Collection[int]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class LiveSocket:
     """One open, authenticated socket, and what its token allows."""
 
@@ -70,7 +71,11 @@ class LiveSocket:
     token_version: int
     expires_at: float  # the token's `exp`, in seconds since the epoch
     can_write: bool = True  # the token has messages:write (needed to send `typing`)
-    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(settings.WS_SEND_QUEUE))
+    # Frames waiting to be sent, at most WS_SEND_QUEUE, and the sender's
+    # wake-up while it waits for one: an `asyncio.Queue` would keep four
+    # deques per socket (docs/performance.md).
+    queue: deque[str] = field(default_factory=deque)
+    waiter: asyncio.Future[None] | None = None
     # Cancelling it ends the socket's tasks; the endpoint then says goodbye.
     cancel_scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     close_code: int = CLOSE_NORMAL
@@ -79,14 +84,25 @@ class LiveSocket:
     def send(self, text: str) -> bool:
         """Queue a frame, never waiting: a socket that is full is closed, and
         the frame dropped (False)."""
-        try:
-            self.queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if len(self.queue) >= settings.WS_SEND_QUEUE:
             logger.info("Closing a socket of user %s: it fell too far behind", self.user.id)
             metrics.EVENTS_DROPPED.labels("socket_behind").inc()
             self.close(CLOSE_TOO_SLOW, "Too far behind; reconnect and catch up")
             return False
+        self.queue.append(text)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
         return True
+
+    async def next_frame(self) -> str:
+        """The oldest queued frame, once there is one (for the sender)."""
+        while not self.queue:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.queue.popleft()
 
     def close(self, code: int, reason: str = "") -> None:
         if not self.cancel_scope.cancel_called:
@@ -269,6 +285,9 @@ def make_broker() -> Broker:
 
 # --- The hub: this process's sockets ---------------------------------------
 
+# How often the hub freezes new sockets, and looks whether to collect.
+TIDY_SECONDS = 1.0
+
 
 class Hub:
     """The open sockets of this process, by user, and the delivery of events to them."""
@@ -279,6 +298,12 @@ class Hub:
         # Deliveries get their own worker thread, so they never queue behind
         # slow requests in the thread pool that `def` routes share.
         self.limiter: anyio.CapacityLimiter | None = None
+        # For the garbage collection (see `tidy`): sockets open; added since
+        # the last freeze; added or removed, and removed, since the last
+        # collection; when that was, and when an event last went out.
+        self.open = 0
+        self.added = self.changed = self.removed = 0
+        self.collected_at = self.delivered_at = time.monotonic()
 
     def add(self, socket: LiveSocket) -> bool:
         """Register the socket; False if its user has WS_MAX_PER_USER open
@@ -289,6 +314,9 @@ class Hub:
             return False
         theirs.add(socket)
         metrics.SOCKETS_OPEN.inc()
+        self.open += 1
+        self.added += 1
+        self.changed += 1
         return True
 
     def remove(self, socket: LiveSocket) -> None:
@@ -296,6 +324,9 @@ class Hub:
         if theirs is not None and socket in theirs:
             theirs.remove(socket)
             metrics.SOCKETS_OPEN.dec()
+            self.open -= 1
+            self.removed += 1
+            self.changed += 1
             if not theirs:
                 del self.sockets[socket.user.id]
 
@@ -329,6 +360,7 @@ class Hub:
             logger.exception("Could not deliver an event")
             return
         delivered = 0
+        self.delivered_at = time.monotonic()
         for socket in sockets:
             version = versions.get(socket.user.id)
             if version is None:
@@ -352,12 +384,50 @@ class Hub:
             for socket in theirs:
                 socket.close(CLOSE_TOO_SLOW, "Events were lost; reconnect and catch up")
 
+    def tidy(self) -> None:
+        """Keep full garbage collections short while many sockets are open.
+
+        A full collection walks every object in the process: with 10,000
+        sockets open each took over a second, and the event it landed on
+        waited that long (docs/performance.md). A socket's objects live as
+        long as it does, so once set up they are frozen (`gc.freeze`), and
+        collections skip them. Frozen objects are never collected, though,
+        so a closed socket's reference cycles would stay: now and then, at a
+        quiet moment, everything is unfrozen, collected once, and frozen
+        again. That is when a quarter of the sockets have closed since the
+        last time (CPython's own rule for full collections) or after
+        WS_GC_SECONDS, when no event went out in the last second; and at
+        most twice WS_GC_SECONDS apart, whatever the traffic.
+        """
+        now = time.monotonic()
+        age = now - self.collected_at
+        wanted = self.removed > self.open / 4 or age >= settings.WS_GC_SECONDS
+        quiet = now - self.delivered_at >= TIDY_SECONDS
+        if self.changed and wanted and (quiet or age >= 2 * settings.WS_GC_SECONDS):
+            gc.unfreeze()
+            found = gc.collect()
+            gc.freeze()
+            self.added = self.changed = self.removed = 0
+            self.collected_at = time.monotonic()
+            logger.debug("Collected %s objects in %.0f ms", found, (self.collected_at - now) * 1000)
+        elif self.added:  # a server without sockets freezes nothing
+            gc.freeze()
+            self.added = 0
+
+    async def tidying(self) -> None:
+        while True:
+            await anyio.sleep(TIDY_SECONDS)
+            self.tidy()
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Deliver events while the app runs (used by the app's lifespan)."""
+        """Deliver events, and freeze and collect sockets' objects (`tidy`),
+        while the app runs (used by the app's lifespan)."""
         self.limiter = anyio.CapacityLimiter(1)  # deliveries happen one at a time
+        self.added = self.changed = self.removed = 0  # the lifespan has just frozen all
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self.broker.run, self.deliver, self.lost)
+            tasks.start_soon(self.tidying)
             try:
                 yield
             finally:

@@ -53,7 +53,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("Database ready: %s", db.engine.url.render_as_string(hide_password=True))
         # What exists by now (modules, the app, the models' machinery) lives as
         # long as the process: frozen, a full garbage collection skips it, rather
-        # than walk it all in the middle of a request.
+        # than walk it all in the middle of a request. (The hub freezes what
+        # sockets make later, and collects it now and then: hub.Hub.tidy.)
         gc.collect()
         gc.freeze()
         # Requests are served, and live events flow, while the app runs.
@@ -148,10 +149,14 @@ for module in (
     push,
     admin,
     operations,
-    realtime,
 ):
     app.include_router(module.router)
 app.include_router(metrics.router)
+# A plain Starlette route, not FastAPI's `@router.websocket` in an included
+# router: FastAPI's wrapper (its dependency machinery, two exit stacks) and
+# the included router's layers would stay in memory for as long as each
+# socket is open, about 5 KiB of it (docs/performance.md).
+app.router.add_websocket_route("/ws", realtime.websocket_endpoint)
 
 
 def openapi() -> dict[str, Any]:

@@ -3,6 +3,7 @@
 A client connects, sends `{"type": "auth", "token": ...}` within 10 s, gets
 `{"type": "ready", ...}`, and from then on receives the events that the hub
 (hub.py) queues on its socket. It may send `ping` and `typing` frames.
+main.py routes `/ws` to `websocket_endpoint`.
 """
 
 import asyncio
@@ -12,7 +13,7 @@ from collections import defaultdict
 from typing import Final
 
 import anyio
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 from starlette.websockets import WebSocketState
 
@@ -65,8 +66,6 @@ auth_frame = TypeAdapter(AuthFrame)
 client_frame: TypeAdapter[AuthFrame | TypingFrame | PingFrame] = TypeAdapter(ClientFrame)
 # user id -> conversation id -> when a typing event was last relayed.
 last_typing: defaultdict[int, dict[int, float]] = defaultdict(dict)
-
-router = APIRouter()
 
 
 def error_frame(detail: str) -> str:
@@ -182,10 +181,12 @@ async def send_frames(socket: LiveSocket) -> None:
     """Send queued frames, one at a time, for as long as the client reads them."""
     try:
         while True:
-            text = await socket.queue.get()
+            text = await socket.next_frame()
             await socket.websocket.send_text(text)
     except (WebSocketDisconnect, OSError):
-        socket.close(CLOSE_NORMAL)
+        pass
+    finally:
+        socket.close(CLOSE_NORMAL)  # the socket ends with its sender (if not closing already)
 
 
 async def close(websocket: WebSocket, code: int, reason: str = "") -> None:
@@ -202,7 +203,6 @@ async def close(websocket: WebSocket, code: int, reason: str = "") -> None:
 # `async def`: a socket spends its life waiting, which costs the event loop
 # nothing, where a `def` would hold a worker thread for as long as it is open.
 # Its queries still go to threads (see handshake).
-@router.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Live events. Send `{"type": "auth", "token": "<jwt>"}` first, within 10 s;
     the token needs the `messages:read` scope (else the socket closes with 4403)."""
@@ -234,11 +234,15 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         # checked found no socket to close; look again now that it is registered.
         await hub.deliver(Envelope(user_ids=[user_id]))
         # Sending runs beside receiving, which this task does itself; either
-        # ends by closing the socket, which cancels the scope and both.
-        with socket.cancel_scope:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(send_frames, socket)
+        # ends by closing the socket, which cancels the scope, and receiving
+        # then stops the sender. A plain task, not a task group: each socket
+        # keeps what it is made of for as long as it is open.
+        sender = asyncio.create_task(send_frames(socket))
+        try:
+            with socket.cancel_scope:
                 await receive_frames(socket)
+        finally:
+            sender.cancel()
     finally:
         expiry.cancel()
         hub.remove(socket)

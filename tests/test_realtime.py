@@ -5,7 +5,10 @@ The hub delivers events one at a time, in the order they were published. So
 socket does receive must be the very next frame it sees.
 """
 
+import gc
 import time
+import weakref
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -590,3 +593,50 @@ def test_ws_general_channel_for_everyone(client: TestClient) -> None:
     with live(client, bob) as b:
         sent = send(client, alice, general_id(client, alice), "hello, everyone")
         assert b.receive_json() == {"type": "message.created", "message": sent}
+
+
+# --- Garbage collection (hub.Hub.tidy) ---------------------------------------
+
+
+class Cycle:
+    """Refers to itself: once unreachable, only the garbage collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def collectable(obj: object) -> bool:
+    """Whether the garbage collector looks at it: frozen objects are left
+    out of `gc.get_objects()`, as out of every collection."""
+    return any(o is obj for o in gc.get_objects())
+
+
+def eventually(check: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.05)
+
+
+def test_ws_what_a_socket_leaves_frozen_is_collected_once_it_closes(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects alive when a socket is set up are frozen with it, garbage
+    included; after the socket closes, a collection frees that garbage."""
+    monkeypatch.setattr(hub, "TIDY_SECONDS", 0.05)
+    headers = new_user(client, "alice")
+    cycle = Cycle()
+    freed = weakref.ref(cycle)
+    with live(client, headers):
+        eventually(lambda: not collectable(freed()))
+        del cycle  # unreachable now, but frozen: collections skip it
+        gc.collect()
+        assert freed() is not None
+    eventually(lambda: freed() is None)
+
+
+def test_ws_nothing_is_frozen_without_sockets(client: TestClient) -> None:
+    new_user(client, "alice")  # requests, but no socket
+    cycle = Cycle()
+    time.sleep(2.5 * hub.TIDY_SECONDS)  # the hub has looked twice at least
+    assert collectable(cycle)
