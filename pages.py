@@ -423,18 +423,13 @@ class ConversationLike(Protocol):
 
 # The queries of a page of conversations, built once (see NEWEST_PAGE); `ids`
 # is the page's conversation ids, `viewer_id` the user who reads it.
-_last_message_at = (
-    select(Message.created_at)
-    .where(Message.conversation_id == Conversation.id)
-    .order_by(col(Message.id).desc())
-    .limit(1)
-    .scalar_subquery()
-)
+# Latest activity first: the newest message's time, kept on the conversation's
+# row by each send (crud.create_message), else the conversation's creation.
 MY_CONVERSATIONS = (
     select(*CONVERSATION_COLUMNS)
     .join(Membership, col(Membership.conversation_id) == Conversation.id)
     .where(Membership.user_id == bindparam("viewer_id"))
-    .order_by(func.coalesce(_last_message_at, Conversation.created_at).desc())
+    .order_by(func.coalesce(Conversation.last_message_at, Conversation.created_at).desc())
     .order_by(col(Conversation.id).desc())
     .offset(bindparam("offset"))
     .limit(bindparam("limit"))
