@@ -640,6 +640,9 @@ def create_message(
     # /conversations orders by), in one statement. Taking the seq locks the
     # conversation's row until the commit, so on PostgreSQL too a later id
     # always gets a later seq, and last_message_at is the newest id's time.
+    # The time is taken before that lock: on PostgreSQL, two sends racing in
+    # one conversation may carry times out of id order by the wait for it
+    # (on SQLite, writers take turns before this code runs).
     seq = (
         session.connection()
         .execute(
