@@ -619,25 +619,36 @@ def send_retry_after(session: Session, author: User, now: datetime) -> int | Non
 
 
 def create_message(
-    session: Session, conversation: Conversation, author: User, message_in: MessageCreate
+    session: Session,
+    conversation: Conversation,
+    author: User,
+    message_in: MessageCreate,
+    at: datetime | None = None,
 ) -> tuple[Message, bool] | None:
-    """Store the message and return it with True; or, if this author already
-    sent its client_id here, return that earlier message with False. None
-    if its attachment_ids are not all the author's unsent uploads here."""
+    """Store the message, sent `at` (default: now), and return it with True;
+    or, if this author already sent its client_id here, return that earlier
+    message with False. None if its attachment_ids are not all the author's
+    unsent uploads here."""
     client_id = message_in.client_id
     if client_id is not None:
         earlier = get_message_by_client_id(session, conversation, author, client_id)
         if earlier is not None:
             return earlier, False
     content = message_in.content or ""
-    # The conversation's next seq. Taking it locks the conversation's row until
-    # the commit, so on PostgreSQL too a later id always gets a later seq.
+    created_at = utcnow() if at is None else at
+    # The conversation's next seq, and its last activity (what GET
+    # /conversations orders by), in one statement. Taking the seq locks the
+    # conversation's row until the commit, so on PostgreSQL too a later id
+    # always gets a later seq, and last_message_at is the newest id's time.
+    # The time is taken before that lock: on PostgreSQL, two sends racing in
+    # one conversation may carry times out of id order by the wait for it
+    # (on SQLite, writers take turns before this code runs).
     seq = (
         session.connection()
         .execute(
             update(Conversation)
             .where(col(Conversation.id) == conversation.id)
-            .values(message_seq=Conversation.message_seq + 1)
+            .values(message_seq=Conversation.message_seq + 1, last_message_at=created_at)
             .returning(col(Conversation.message_seq))
         )
         .scalar_one()
@@ -650,6 +661,7 @@ def create_message(
             "content": content,
             "search_text": fold(content),
             "seq": seq,
+            "created_at": created_at,
             "attachment_count": len(message_in.attachment_ids),
             "reply_to_id": message_in.reply_to,
         },

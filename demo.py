@@ -223,14 +223,10 @@ def _seed(session: Session) -> None:
     written: list[tuple[Line, Message]] = []
     for line in lines:
         stored = crud.create_message(
-            session, line.conversation, line.author, MessageCreate(content=line.content)
+            session, line.conversation, line.author, MessageCreate(content=line.content), line.at
         )
         assert stored is not None  # no attachments: nothing to refuse
         written.append((line, stored[0]))
-    for line, message in written:
-        message.created_at = line.at  # crud stamps "now"; the demo spreads them out
-        session.add(message)
-    session.flush()
 
     # A few reactions, so that the web client has some to show.
     reactions = {

@@ -578,6 +578,11 @@ class Conversation(ConversationBase, table=True):
     # Message.seq it makes an unread count a subtraction (pages.UNREAD_COUNTS)
     # that costs the same for one unread message or a million.
     message_seq: int = Field(default=0, sa_type=ID)
+    # When its newest message (by id, deleted or not) was sent; None until
+    # the first. Set by the same UPDATE that takes the seq, so that
+    # GET /conversations orders by this column (pages.MY_CONVERSATIONS)
+    # instead of looking up each conversation's newest message (migration 0013).
+    last_message_at: datetime | None = None
 
 
 class ConversationCreate(ConversationBase):

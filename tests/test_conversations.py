@@ -223,6 +223,50 @@ def test_read_conversations_latest_activity_first(client: TestClient) -> None:
     assert listed == [general, direct, group]
 
 
+def test_read_conversations_order_follows_the_newest_message(client: TestClient) -> None:
+    """The list's order is the newest message's time (by id, deleted or not:
+    a delete or an edit moves nothing), else the conversation's creation,
+    newest first; a send in an older conversation brings it to the top."""
+    alice = new_user(client, "alice")
+    bob = new_user(client, "bob")
+    general = general_id(client, alice)
+    direct = create_conversation(client, alice, kind="direct", members=["bob"])["id"]
+    send(client, bob, direct, "first")
+    group = create_conversation(client, alice, kind="group", title="G", members=["bob"])["id"]
+    channel = create_conversation(client, alice, kind="channel", title="C")["id"]
+    newest = send(client, alice, general, "hello all")
+
+    def listed() -> list[int]:
+        return [c["id"] for c in client.get("/conversations", headers=alice).json()]
+
+    def by_definition() -> list[int]:
+        """Each conversation's newest message's created_at (from its history),
+        else its own, newest first; ties by id, newest first."""
+        activity = {}
+        for c in client.get("/conversations", headers=alice).json():
+            page = client.get(
+                f"/conversations/{c['id']}/messages", params={"limit": 1}, headers=alice
+            ).json()
+            activity[c["id"]] = page[-1]["created_at"] if page else c["created_at"]
+        return sorted(activity, key=lambda i: (activity[i], i), reverse=True)
+
+    assert listed() == [general, channel, group, direct] == by_definition()
+    send(client, bob, direct, "second")  # the oldest activity: now the newest
+    assert listed() == [direct, general, channel, group] == by_definition()
+    # Deleting or editing a message changes no one's place, even the newest's.
+    response = client.delete(f"/messages/{newest['id']}", headers=alice)
+    assert response.status_code == 204, response.text
+    earlier = send(client, alice, group, "in the group")
+    response = client.patch(f"/messages/{earlier['id']}", json={"content": "edited"}, headers=alice)
+    assert response.status_code == 200, response.text
+    assert listed() == [group, direct, general, channel] == by_definition()
+    send(client, alice, channel, "the channel's first")
+    assert listed() == [channel, group, direct, general] == by_definition()
+    # A new conversation, with no message yet, is as new as its creation.
+    other = create_conversation(client, bob, kind="group", title="H", members=["alice"])["id"]
+    assert listed() == [other, channel, group, direct, general] == by_definition()
+
+
 def test_read_conversations_paging(client: TestClient) -> None:
     alice = new_user(client, "alice")
     for i in range(4):

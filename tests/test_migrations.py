@@ -272,3 +272,84 @@ def test_processes_starting_together_migrate_once(tmp_path: Path) -> None:
             channels = connection.execute(text("SELECT title FROM conversation"))
             assert channels.scalars().all() == ["general"]
         engine.dispose()
+
+
+def test_last_message_at_keeps_the_order_of_the_list(scratch: Engine) -> None:
+    """0013 fills conversation.last_message_at from each conversation's newest
+    message by id (deleted or not), so the list orders as it did when it
+    looked that message up: by its time, else the conversation's creation."""
+    upgrade(scratch, "0012")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def at(minutes: int) -> datetime:
+        return start + timedelta(minutes=minutes)
+
+    # (id, created at, [(message created at, deleted)] in id order)
+    conversations = [
+        (1, at(0), [(at(1), False), (at(50), False)]),
+        (2, at(2), [(at(3), False)]),
+        (3, at(40), []),  # newer than 2's message, older than 1's
+        (4, at(5), [(at(60), False), (at(6), True)]),  # newest by id: the deleted one, at 6
+        (5, at(40), []),  # ties with 3: the higher id first
+    ]
+    with scratch.begin() as connection:
+        connection.execute(
+            text(
+                'INSERT INTO "user" (id, username, hashed_password, display_name, role,'
+                " token_version, created_at, active) VALUES (1, 'alice', 'x', NULL, 'member',"
+                " 0, :at, :active)"
+            ),
+            {"at": start, "active": True},
+        )
+        message_id = 0
+        for conversation_id, created_at, messages in conversations:
+            connection.execute(
+                text(
+                    "INSERT INTO conversation (id, kind, title, created_at, message_seq)"
+                    " VALUES (:id, 'group', :title, :at, :seq)"
+                ),
+                {"id": conversation_id, "title": f"g{conversation_id}", "at": created_at, "seq": 0},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO membership (conversation_id, user_id, joined_at,"
+                    " last_read_message_id) VALUES (:id, 1, :at, 0)"
+                ),
+                {"id": conversation_id, "at": created_at},
+            )
+            for sent_at, deleted in messages:
+                message_id += 1
+                connection.execute(
+                    text(
+                        "INSERT INTO message (id, conversation_id, author_id, content, created_at,"
+                        " deleted) VALUES (:id, :conversation, 1, 'hi', :at, :deleted)"
+                    ),
+                    {
+                        "id": message_id,
+                        "conversation": conversation_id,
+                        "at": sent_at,
+                        "deleted": deleted,
+                    },
+                )
+        # The list's order before 0013 (pages.MY_CONVERSATIONS of 0012's time).
+        before = connection.execute(
+            text(
+                "SELECT id FROM conversation ORDER BY coalesce((SELECT created_at FROM message"
+                " WHERE message.conversation_id = conversation.id ORDER BY id DESC LIMIT 1),"
+                " created_at) DESC, id DESC"
+            )
+        )
+        assert before.scalars().all() == [1, 5, 3, 4, 2]
+    upgrade(scratch, "head")
+    with scratch.connect() as connection:
+        after = connection.execute(
+            text(
+                "SELECT id FROM conversation ORDER BY coalesce(last_message_at, created_at) DESC,"
+                " id DESC"
+            )
+        )
+        assert after.scalars().all() == [1, 5, 3, 4, 2]
+        filled = connection.execute(
+            text("SELECT id, last_message_at IS NULL FROM conversation ORDER BY id")
+        )
+        assert filled.all() == [(1, False), (2, False), (3, True), (4, False), (5, True)]

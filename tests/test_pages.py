@@ -5,11 +5,14 @@ so that a field added to a model and forgotten on the fast path fails here.
 tests/test_conversations.py read one item both ways.)"""
 
 import types
+from datetime import UTC
 from enum import StrEnum
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import pytest
 from pydantic import BaseModel
+from sqlalchemy.dialects import sqlite
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from models import (
     AttachmentPublic,
@@ -26,6 +29,7 @@ from pages import (
     ReactionJSON,
     ReplyJSON,
     UserJSON,
+    UTCTime,
 )
 
 PAIRS = {
@@ -76,3 +80,28 @@ def test_a_difference_would_be_seen() -> None:
     assert not same_type(list[UserJSON], list[MessagePublic])
     assert same_type(list[UserJSON] | None, list[UserPublic] | None)
     assert set(get_type_hints(UserJSON)) != set(MessagePublic.model_fields)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "2026-12-03 04:19:22.040703",  # as SQLAlchemy writes a datetime
+        "2026-12-03 04:19:22",  # as CURRENT_TIMESTAMP does (the bench, old rows)
+        "2026-12-03 04:19:22.040",
+        "2026-12-03T04:19:22.040703",
+        "2026-12-03 06:19:22.040703+02:00",  # an offset: the models' way
+        None,
+    ],
+)
+def test_utc_time_reads_sqlite_text_as_the_models_do(stored: str | None) -> None:
+    """pages.UTCTime, the fast path's reading of a datetime column, gives the
+    very datetime (and tzinfo) the models' type gives, or defers to it."""
+    dialect = sqlite.dialect()
+    models_way = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
+    fast_way = UTCTime().result_processor(dialect, None)
+    assert models_way is not None and fast_way is not None
+    expected, got = models_way(stored), fast_way(stored)
+    assert got == expected
+    if expected is not None:
+        assert got.tzinfo is expected.tzinfo is UTC
+        assert got.isoformat() == expected.isoformat()
