@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from contextlib import suppress
 from typing import Final
 
 import anyio
@@ -242,7 +243,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             with socket.cancel_scope:
                 await receive_frames(socket)
         finally:
+            # Waited for, so that nothing is sent after the goodbye below, and
+            # an error of the sender's is raised here, not lost with its task.
             sender.cancel()
+            with suppress(asyncio.CancelledError):
+                await sender
     finally:
         expiry.cancel()
         hub.remove(socket)
