@@ -287,6 +287,10 @@ def make_broker() -> Broker:
 
 # How often the hub freezes new sockets, and looks whether to collect.
 TIDY_SECONDS = 1.0
+# Closed sockets that make a collection worth it before WS_GC_SECONDS: it
+# walks everything, the start-up's ~160,000 objects too (0.1 to 0.2 s here),
+# and a few closed sockets leave little behind that only it can free.
+COLLECT_AFTER_CLOSED = 1000
 
 
 class Hub:
@@ -395,13 +399,15 @@ class Hub:
         so a closed socket's reference cycles would stay: now and then, at a
         quiet moment, everything is unfrozen, collected once, and frozen
         again. That is when a quarter of the sockets have closed since the
-        last time (CPython's own rule for full collections) or after
-        WS_GC_SECONDS, when no event went out in the last second; and at
-        most twice WS_GC_SECONDS apart, whatever the traffic.
+        last time (CPython's own rule for full collections), at least
+        COLLECT_AFTER_CLOSED of them, or after WS_GC_SECONDS; when no event
+        went out in the last second, and at most twice WS_GC_SECONDS apart,
+        whatever the traffic.
         """
         now = time.monotonic()
         age = now - self.collected_at
-        wanted = self.removed > self.open / 4 or age >= settings.WS_GC_SECONDS
+        closed = self.removed > max(self.open / 4, COLLECT_AFTER_CLOSED)
+        wanted = closed or age >= settings.WS_GC_SECONDS
         quiet = now - self.delivered_at >= TIDY_SECONDS
         if self.changed and wanted and (quiet or age >= 2 * settings.WS_GC_SECONDS):
             gc.unfreeze()
