@@ -111,7 +111,12 @@ export async function freshSession(stale = null) {
   return navigator.locks ? navigator.locks.request(LOCK, refresh) : refresh();
 }
 
+// How many times this tab's session has ended: a request that was on its way
+// meanwhile belongs to a session that is over (see `answered`).
+let sessionsEnded = 0;
+
 export function clearSession() {
+  sessionsEnded += 1;
   localStorage.removeItem(SESSION_KEY);
   kept(null).catch(() => {}); // the other tabs find it gone when they next refresh
 }
@@ -122,10 +127,19 @@ export function setUnauthorizedHandler(handler) {
   onUnauthorized = handler;
 }
 
+// An answer that arrives after the session it was asked in has ended (the
+// user signed out meanwhile) is not handed on: the page that asked has been
+// cleared, and rendering it would mix two sessions. Its caller gets the error
+// of a request sent without a session instead.
+function answered(sentIn) {
+  if (sentIn !== sessionsEnded) throw new ApiError(401, "You are not logged in");
+}
+
 // Without a session only an `anonymous` request goes out (signing up): any
 // other would only be a 401, like those of a catch-up still running when the
 // user logged out. A 401 gets one refresh and one retry.
 export async function request(method, path, body, { anonymous = false } = {}) {
+  const sentIn = sessionsEnded;
   const send = (session) => {
     const headers = {};
     if (session) headers.Authorization = `Bearer ${session.token}`;
@@ -143,6 +157,7 @@ export async function request(method, path, body, { anonymous = false } = {}) {
     session = await freshSession(session);
     if (session) response = await send(session);
   }
+  if (response.ok && !anonymous) answered(sentIn);
   if (response.status === 204) return null;
   const data = await response.json().catch(() => null);
   if (!response.ok) {
@@ -156,6 +171,7 @@ export async function request(method, path, body, { anonymous = false } = {}) {
 // `onProgress(fraction)`: XMLHttpRequest, since fetch cannot tell an
 // upload's progress. Resolves to the Attachment.
 export async function upload(conversationId, file, onProgress) {
+  const sentIn = sessionsEnded;
   const send = (session) =>
     new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
@@ -183,6 +199,7 @@ export async function upload(conversationId, file, onProgress) {
     session = await freshSession(session);
     if (session) answer = await send(session);
   }
+  if (answer.status < 400) answered(sentIn);
   if (answer.status >= 400) {
     if (answer.status === 401) onUnauthorized();
     throw new ApiError(answer.status, answer.data?.detail);

@@ -482,6 +482,42 @@ def test_two_tabs_stay_signed_in_across_token_expiries(
     assert pages.close() == []
 
 
+def test_an_answer_that_arrives_after_logging_out_is_dropped(
+    pages: Pages, web: Server, names: Callable[[str], str]
+) -> None:
+    """A request on its way when the user logs out: its answer must not be
+    rendered into the signed-out page (nor raise there)."""
+    alice_name, bob_name = names("alice"), names("bob")
+    alice_headers = web.user(alice_name)
+    bob_headers = web.user(bob_name)
+    direct = api_direct(web, alice_headers, bob_name)
+    api_send(web, alice_headers, direct, "Hello Bob")
+    bob = open_as(pages, web, bob_name)
+    expect(sidebar_item(bob, alice_name)).to_be_visible()
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    bob.route(re.compile(rf"/conversations/{direct}$"), hold)
+    # Bob reads on another device: the page hears of it and fetches the
+    # conversation again, and that answer is held until he has logged out.
+    api_read_all(web, bob_headers, direct)
+    for _ in range(200):
+        if held:
+            break
+        bob.wait_for_timeout(25)
+    assert [route.request.method for route in held] == ["GET"]
+    # The server's answer, as it was before the logout; it reaches the page after.
+    answer = httpx.get(f"{web.url}/conversations/{direct}", headers=bob_headers).json()
+    bob.get_by_role("button", name="Log out").click()
+    expect(bob.get_by_role("button", name="Log in")).to_be_visible()
+    held[0].fulfill(json=answer)
+    bob.wait_for_timeout(500)  # time enough for the page to take the answer
+    expect(bob.locator("#conversation-list .conversation")).to_have_count(0)
+    assert pages.problems == []
+
+
 def test_settings_list_sessions_and_sign_out_another(
     pages: Pages, web: Server, names: Callable[[str], str]
 ) -> None:
