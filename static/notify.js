@@ -50,7 +50,8 @@ async function registration() {
 // ---- The unread count on the tab's icon ---------------------------------------
 
 let iconCount = 0;
-let iconUrl = null; // the blob: URL shown now, released when replaced
+let iconUrl = null; // the blob: URL shown now, released after it is replaced
+const ICON_RELEASE_MS = 30_000;
 let baseIcon = null; // favicon.svg, decoded once
 
 // favicon.svg with a red disc and the count drawn over its corner, as a PNG
@@ -60,7 +61,10 @@ export async function showUnreadOnIcon(count) {
   iconCount = count;
   const link = document.querySelector("link[rel=icon]");
   const show = (href, type) => {
-    if (iconUrl) URL.revokeObjectURL(iconUrl);
+    // The icon replaced is released later, not at once: the browser may not
+    // have read it yet, and one released first fails to load (a console error).
+    const replaced = iconUrl;
+    if (replaced) setTimeout(() => URL.revokeObjectURL(replaced), ICON_RELEASE_MS);
     iconUrl = href.startsWith("blob:") ? href : null;
     link.type = type;
     link.href = href;
