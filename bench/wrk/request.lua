@@ -4,6 +4,8 @@
 --   BENCH_BODY    the body; each {n} becomes a number unique to this request
 --                 (every POSTed message differs), each {u} a number from 1 to
 --   BENCH_USERS   (so logins rotate over the users user1, user2, ...)
+--   BENCH_SENDERS "token path token path ...": each request takes the next
+--                 pair, in turn, instead of BENCH_TOKEN and BENCH_PATH
 -- done() prints one JSON line that bench/run.py reads.
 local method = os.getenv("BENCH_METHOD") or "GET"
 local path = os.getenv("BENCH_PATH") or "/"
@@ -12,19 +14,27 @@ local token = os.getenv("BENCH_TOKEN") or ""
 local content_type = os.getenv("BENCH_TYPE") or "application/json"
 local users = tonumber(os.getenv("BENCH_USERS") or "1")
 local counter = 0
+local senders = {}
+for token_, path_ in (os.getenv("BENCH_SENDERS") or ""):gmatch("(%S+) (%S+)") do
+  senders[#senders + 1] = {token_, path_}
+end
 
 function request()
   counter = counter + 1
   local headers = {}
-  if token ~= "" then
-    headers["Authorization"] = "Bearer " .. token
+  local this_token, this_path = token, path
+  if #senders > 0 then
+    this_token, this_path = senders[counter % #senders + 1][1], senders[counter % #senders + 1][2]
+  end
+  if this_token ~= "" then
+    headers["Authorization"] = "Bearer " .. this_token
   end
   local payload = nil
   if body then
     headers["Content-Type"] = content_type
     payload = body:gsub("{n}", tostring(counter)):gsub("{u}", tostring(counter % users + 1))
   end
-  return wrk.format(method, path, headers, payload)
+  return wrk.format(method, this_path, headers, payload)
 end
 
 function done(summary, latency, requests)
