@@ -24,7 +24,8 @@ function request()
   local headers = {}
   local this_token, this_path = token, path
   if #senders > 0 then
-    this_token, this_path = senders[counter % #senders + 1][1], senders[counter % #senders + 1][2]
+    local sender = senders[counter % #senders + 1]
+    this_token, this_path = sender[1], sender[2]
   end
   if this_token ~= "" then
     headers["Authorization"] = "Bearer " .. this_token
