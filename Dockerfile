@@ -47,10 +47,10 @@ and all(map(f.check, ('jpg', 'webp', 'zlib'))), 'psycopg C or Pillow codecs miss
 # certifi and ecdsa (0.4 MB).
 # Nor the optional C accelerators of what Web Push pulls in (1.8 MB):
 # aiohttp's (HTTP parser and writer, WebSocket reader and mask) and those of
-# multidict, yarl, frozenlist and propcache under it, which pywebpush loads
-# for its async API and push.py never calls (it POSTs with requests); and
-# charset-normalizer's mypyc-compiled detector, which requests loads to guess
-# the encoding of an answer that names none. Each package falls back to its
+# multidict, yarl, frozenlist and propcache under it: push.py POSTs pushes
+# with aiohttp, a few small answers a message, where the pure-Python parser
+# costs nothing to notice; and charset-normalizer's mypyc-compiled detector,
+# which requests (imported by pywebpush, unused by us) loads. Each package falls back to its
 # pure-Python code when the compiled module is missing (`except ImportError`),
 # as it does on PyPy; the check below makes sure it does here (-B: it writes
 # no .pyc, the next step does).

@@ -103,8 +103,8 @@ class Settings(BaseSettings):
     # Let subscriptions point at http(s)://localhost: a push service run by
     # the tests, or in development. Off: only public https hosts (no SSRF).
     PUSH_ALLOW_LOCALHOST: bool = False
-    # How long one push's POST may wait to connect to a push service, and
-    # then for each piece of its answer.
+    # How long one push's POST may take in all: connecting to the push
+    # service, sending, and its whole answer.
     PUSH_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
     # `text`: a line a person reads; `json`: one JSON object per line, for a
     # log collector (logs.py).

@@ -19,14 +19,19 @@ still resolve to public addresses.
 
 Sending never delays the request that sent the message: the route hands the
 message id over (`enqueue`), a few tasks started with the app take it from a
-bounded queue, and every blocking step (queries, the POSTs) runs in worker
-threads, a few at a time.
+bounded queue, the queries run in worker threads, a few at a time, and the
+pushes are encrypted (well under a millisecond each) and POSTed on the event
+loop through one aiohttp session (pywebpush's async API), each POST within
+`PUSH_TIMEOUT_SECONDS` in all.
 
 The subscription's endpoint is a URL a client chose and the server will
 POST to: without care, a way to make the server reach its own network
 (SSRF). `check_endpoint` accepts only https URLs whose host resolves to
-public addresses, when subscribing and again before each POST; redirects are
-never followed.
+public addresses, when subscribing. When sending, `PublicResolver` looks the
+name up for the connection and refuses it unless every address is public:
+the addresses checked are the ones connected to, so a DNS server that
+changes its answer after a check (DNS rebinding) cannot point a POST
+inward. Redirects are never followed.
 """
 
 import asyncio
@@ -42,12 +47,12 @@ from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlsplit
 
+import aiohttp
 import anyio
-import requests
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Body, HTTPException, Response, status
 from py_vapid import Vapid02
-from pywebpush import WebPushException, webpush
+from pywebpush import WebPushException, webpush_async
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
 
@@ -82,7 +87,7 @@ logger = logging.getLogger("messageapp.push")
 MAX_SUBSCRIPTIONS = 10  # per user: browsers and devices; a new one past this replaces the oldest
 QUEUE_SIZE = 1000  # messages waiting to be pushed; past this, new ones get no push
 WORKERS = 2  # messages pushed at once (each waits on push services, not on the CPU)
-THREADS = 4  # blocking steps (queries, POSTs) at once, over all workers
+THREADS = 4  # queries at once, over all workers
 TTL_SECONDS = 24 * 3600  # how long a push service keeps a push for a browser that is off
 SNIPPET_CHARS = 120
 LOCALHOST = {"localhost", "127.0.0.1", "::1"}  # PUSH_ALLOW_LOCALHOST lets these through
@@ -126,10 +131,12 @@ def public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bo
     return address.is_global and not (address.is_multicast or address.is_reserved)
 
 
-def check_endpoint(url: str) -> None:
+def check_endpoint(url: str, resolve: bool = True) -> None:
     """Raise RefusedEndpoint unless `url` is https on a host that resolves
     only to public addresses (or, with PUSH_ALLOW_LOCALHOST, http(s) on
-    localhost). Blocking (a DNS lookup): call it in a worker thread."""
+    localhost). Blocking (a DNS lookup): call it in a worker thread. With
+    `resolve=False`, a name is not looked up (PublicResolver checks it when
+    connecting); an address in the URL is still checked."""
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
         raise RefusedEndpoint("must not carry a user name or password")
@@ -147,6 +154,8 @@ def check_endpoint(url: str) -> None:
     try:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:  # a name, not an address
+        if not resolve:
+            return
         try:
             found = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError):
@@ -156,6 +165,52 @@ def check_endpoint(url: str) -> None:
     # could be reached at the private one.
     if not addresses or not all(public_address(a) for a in addresses):
         raise RefusedEndpoint("has a host that is not a public address")
+
+
+class RefusedAddress(OSError):
+    """A push service's name resolved to an address that is not public.
+    (An OSError, as a failed lookup is: aiohttp wraps it in
+    ClientConnectorDNSError and connects nowhere.)"""
+
+
+class PublicResolver(aiohttp.ThreadedResolver):
+    """aiohttp's resolver, refusing a name unless all its addresses are
+    public. aiohttp connects only to the addresses a resolver returns, so
+    what is checked is what is connected to: no second lookup to rebind."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        found = await super().resolve(host, port, family)
+        if settings.PUSH_ALLOW_LOCALHOST and host.lower() in LOCALHOST:
+            return found
+        if not found or not all(public_address(ipaddress.ip_address(r["host"])) for r in found):
+            raise RefusedAddress(f"{host} resolves to an address that is not public")
+        return found
+
+
+class Redirected(aiohttp.ClientError):
+    """A push service answered with a redirect, which is never followed."""
+
+
+async def no_redirects(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """aiohttp client middleware: a 3xx answer ends the POST (aiohttp would
+    follow it, to a URL nobody checked)."""
+    response = await handler(request)
+    if 300 <= response.status < 400:
+        response.close()
+        raise Redirected(response.status)
+    return response
+
+
+def push_client() -> aiohttp.ClientSession:
+    """The HTTP client that POSTs pushes: names checked as they resolve, no
+    redirects, no proxy or .netrc settings from the environment. Make it on
+    the event loop that uses it."""
+    connector = aiohttp.TCPConnector(resolver=PublicResolver())
+    return aiohttp.ClientSession(connector=connector, middlewares=(no_redirects,), trust_env=False)
 
 
 # --- Routes -------------------------------------------------------------------
@@ -449,66 +504,72 @@ def forget(subscription_id: int) -> None:
         session.commit()
 
 
-def no_redirects() -> requests.Session:
-    """An HTTP session that never follows a redirect (a 3xx answer raises,
-    so a push service cannot send us on to a private address) and ignores
-    proxy and .netrc settings from the environment."""
-    http = requests.Session()
-    http.max_redirects = 0
-    http.trust_env = False
-    return http
-
-
-def send(target: Target, data: str, urgency: str) -> metrics.PushOutcome:
-    """POST one push, and say how it went. Blocking: call it in a worker thread."""
+async def send(
+    http: aiohttp.ClientSession, target: Target, data: str, urgency: str
+) -> metrics.PushOutcome:
+    """POST one push, and say how it went."""
     host = urlsplit(target.endpoint).hostname  # all a log line says of where
     try:
-        check_endpoint(target.endpoint)  # its DNS may have changed since it subscribed
+        check_endpoint(target.endpoint, resolve=False)  # PublicResolver checks the name
     except RefusedEndpoint as exc:
         logger.warning("Push to %s not sent: the endpoint %s", host, exc)
         return "refused"
-    subscription = {
-        "endpoint": target.endpoint,
-        "keys": {"p256dh": target.p256dh, "auth": target.auth},
-    }
-    with no_redirects() as http:
-        try:
-            webpush(
-                subscription,
-                data,
-                vapid_private_key=vapid(),
-                # A new dict each time: webpush adds `aud` and `exp` to it.
-                vapid_claims={"sub": settings.VAPID_SUBJECT},
-                ttl=TTL_SECONDS,
-                headers={"Urgency": urgency},
-                timeout=settings.PUSH_TIMEOUT_SECONDS,
-                requests_session=http,
-            )
-        except WebPushException as exc:
-            code = exc.status_code
-            if code in (404, 410):
-                forget(target.id)
-                logger.info("Push subscription at %s is gone (%s): removed", host, code)
-                return "gone"
-            logger.warning("Push to %s refused: %s", host, code)
-            return "failed"
-        except requests.RequestException as exc:
-            logger.warning("Push to %s failed: %s", host, type(exc).__name__)
-            return "failed"
+    keys: dict[str, str | bytes] = {"p256dh": target.p256dh, "auth": target.auth}
+    try:
+        await webpush_async(
+            {"endpoint": target.endpoint, "keys": keys},
+            data,
+            vapid_private_key=vapid(),
+            # A new dict each time: webpush adds `aud` and `exp` to it.
+            vapid_claims={"sub": settings.VAPID_SUBJECT},
+            ttl=TTL_SECONDS,
+            headers={"Urgency": urgency},
+            # One deadline for the whole POST, so a push service that
+            # answers a byte at a time cannot hold a push up for longer.
+            timeout=settings.PUSH_TIMEOUT_SECONDS,
+            aiohttp_session=http,
+        )
+    except WebPushException as exc:
+        code = exc.status_code
+        if code in (404, 410):
+            await anyio.to_thread.run_sync(forget, target.id)
+            logger.info("Push subscription at %s is gone (%s): removed", host, code)
+            return "gone"
+        logger.warning("Push to %s refused: %s", host, code)
+        return "failed"
+    except aiohttp.ClientConnectorDNSError as exc:
+        if isinstance(exc.os_error, RefusedAddress):
+            logger.warning("Push to %s not sent: the endpoint %s", host, exc.os_error)
+            return "refused"
+        logger.warning("Push to %s failed: its host does not resolve", host)
+        return "failed"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        logger.warning("Push to %s failed: %s", host, type(exc).__name__)
+        return "failed"
     return "sent"
 
 
-def push_to_user(
-    message_id: int, user_id: int, targets: list[Target], data: str, urgency: str
+async def push_to_user(
+    http: aiohttp.ClientSession,
+    limiter: anyio.CapacityLimiter,
+    message_id: int,
+    user_id: int,
+    targets: list[Target],
+    data: str,
+    urgency: str,
 ) -> None:
-    wanted = still_wanted(message_id, user_id, targets)
+    wanted = await anyio.to_thread.run_sync(
+        still_wanted, message_id, user_id, targets, limiter=limiter
+    )
     if len(wanted) < len(targets):
         metrics.PUSHES["skipped"].inc(len(targets) - len(wanted))
     for target in wanted:
-        metrics.PUSHES[send(target, data, urgency)].inc()
+        metrics.PUSHES[await send(http, target, data, urgency)].inc()
 
 
-async def push_message(message_id: int, limiter: anyio.CapacityLimiter) -> None:
+async def push_message(
+    message_id: int, http: aiohttp.ClientSession, limiter: anyio.CapacityLimiter
+) -> None:
     """Every push of one message."""
     plan = await anyio.to_thread.run_sync(recipients, message_id, limiter=limiter)
     if plan is None:
@@ -521,16 +582,7 @@ async def push_message(message_id: int, limiter: anyio.CapacityLimiter) -> None:
             data = json.dumps({**plan.payload, "mentioned": mentioned})
             urgency = "high" if mentioned or plan.urgent else "normal"
             tasks.start_soon(
-                functools.partial(
-                    anyio.to_thread.run_sync,
-                    push_to_user,
-                    message_id,
-                    user_id,
-                    targets,
-                    data,
-                    urgency,
-                    limiter=limiter,
-                )
+                push_to_user, http, limiter, message_id, user_id, targets, data, urgency
             )
 
 
@@ -564,12 +616,17 @@ class Pusher:
         """Nothing waiting and nothing being pushed (for tests)."""
         return self.busy == 0 and (self.queue is None or self.queue.empty())
 
-    async def work(self, queue: asyncio.Queue[int], limiter: anyio.CapacityLimiter) -> None:
+    async def work(
+        self,
+        queue: asyncio.Queue[int],
+        http: aiohttp.ClientSession,
+        limiter: anyio.CapacityLimiter,
+    ) -> None:
         while True:
             message_id = await queue.get()
             self.busy += 1
             try:
-                await push_message(message_id, limiter)
+                await push_message(message_id, http, limiter)
             except Exception:
                 logger.exception("Could not push message %s", message_id)
             finally:
@@ -583,9 +640,9 @@ class Pusher:
         limiter = anyio.CapacityLimiter(THREADS)
         self.loop, self.queue = asyncio.get_running_loop(), queue
         try:
-            async with anyio.create_task_group() as tasks:
+            async with push_client() as http, anyio.create_task_group() as tasks:
                 for _ in range(WORKERS):
-                    tasks.start_soon(self.work, queue, limiter)
+                    tasks.start_soon(self.work, queue, http, limiter)
                 try:
                     yield
                 finally:

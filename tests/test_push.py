@@ -11,7 +11,9 @@ import base64
 import json
 import os
 import queue
+import socket
 import stat
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -655,6 +657,106 @@ def test_the_endpoint_is_checked_again_before_sending(
     settle()
     assert service.pushes() == []
     assert read_metrics(client)("messageapp_pushes_total", outcome="refused") >= 1
+
+
+class Listener:
+    """A TCP port on 127.0.0.1 that accepts connections and, for each,
+    sends `answer` a byte every `pace` seconds (or nothing)."""
+
+    def __init__(self, answer: bytes = b"", pace: float = 0.3) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        self.answer, self.pace = answer, pace
+        self.stop = threading.Event()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            threading.Thread(target=self.drip, args=(conn,), daemon=True).start()
+
+    def drip(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(self.pace)
+            for byte in self.answer:
+                try:
+                    conn.recv(65536)  # whatever the client sends; answered regardless
+                except TimeoutError:
+                    pass
+                if self.stop.is_set():
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return  # the client hung up
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.close()
+
+
+def test_a_name_that_rebinds_after_the_check_is_never_connected_to(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name resolves to a public address whenever the
+    check asks, and to 127.0.0.1 for anyone else (an attacker's DNS server
+    winning every race). The subscription is taken; the push connects nowhere."""
+    inside = Listener()
+    name = "push.rebinding.test"
+    real = socket.getaddrinfo
+    asked_by_others: list[str] = []
+
+    def rebinding(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        frame, checking = sys._getframe(1), False
+        while frame is not None and not checking:
+            checking = frame.f_code is push.check_endpoint.__code__
+            frame = frame.f_back  # type: ignore[assignment]
+        if not checking:
+            asked_by_others.append(host)
+        return real("93.184.215.14" if checking else "127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    try:
+        alice, bob = new_user(client, "alice"), new_user(client, "bob")
+        body = {**_with_keys(), "endpoint": f"https://{name}:{inside.port}/push/bob"}
+        response = client.post("/push/subscriptions", json=body, headers=bob)
+        assert response.status_code == 201, response.text  # public, when checked
+        direct = create_conversation(client, alice, kind="direct", members=["bob"])["id"]
+        send(client, alice, direct, "to a name that changed its mind")
+        settle()
+        assert asked_by_others == [name]  # looked up to connect: 127.0.0.1, refused
+        assert inside.connections == 0
+        assert read_metrics(client)("messageapp_pushes_total", outcome="refused") >= 1
+    finally:
+        inside.close()
+
+
+def test_a_push_service_answering_a_byte_at_a_time_is_cut_off(
+    client: TestClient, localhost: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PUSH_TIMEOUT_SECONDS is one deadline for the whole POST: a service
+    that keeps sending its answer a byte at a time, each well within the
+    deadline, is cut off at it, not waited on for as long as it goes on."""
+    monkeypatch.setattr(settings, "PUSH_TIMEOUT_SECONDS", 1)
+    slow = Listener(answer=b"HTTP/1.1 201 Created\r\n" + b"X" * 200, pace=0.2)  # 40 s
+    try:
+        alice, bob = new_user(client, "alice"), new_user(client, "bob")
+        body = {**_with_keys(), "endpoint": f"http://127.0.0.1:{slow.port}/push/bob"}
+        assert client.post("/push/subscriptions", json=body, headers=bob).status_code == 201
+        direct = create_conversation(client, alice, kind="direct", members=["bob"])["id"]
+        send(client, alice, direct, "take your time")
+        settle(timeout=10)  # the 40 s answer was cut off at 1 s
+        assert slow.connections == 1
+        assert read_metrics(client)("messageapp_pushes_total", outcome="failed") >= 1
+    finally:
+        slow.close()
 
 
 # --- Presence across processes -------------------------------------------------------
