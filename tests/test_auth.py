@@ -3,7 +3,6 @@
 import base64
 import json
 import os
-import statistics
 import sys
 import threading
 import time
@@ -75,21 +74,21 @@ def test_login_wrong_password_and_unknown_user_look_alike(client: TestClient) ->
 def test_login_unknown_user_takes_as_long(client: TestClient) -> None:
     """An unknown user is checked against a dummy hash, so timing reveals nothing.
 
-    Without it, the unknown-user path would be about 30 times faster; the
-    bound here is loose enough for a noisy machine.
+    What is compared is the CPU time this process (server and test client)
+    spends on each login, the least of 7 tries, the two kinds taken in turn:
+    other work on a shared machine adds wall-clock time to either at random,
+    but not CPU time to this process. Measured: 37 ms and 37 ms; without the
+    dummy hash, 36 ms and 9 ms (the hash is 27 ms of it).
     """
     signup(client, "alice")
-
-    def median_seconds(username: str) -> float:
-        samples = []
-        for _ in range(5):
-            start = time.perf_counter()
+    least = {"alice": float("inf"), "nobody": float("inf")}
+    for _ in range(7):
+        for username in least:
+            start = time.process_time()
             client.post("/token", data={"username": username, "password": "wrong password"})
-            samples.append(time.perf_counter() - start)
-        return statistics.median(samples)
-
-    ratio = median_seconds("alice") / median_seconds("nobody")
-    assert 0.33 < ratio < 3
+            least[username] = min(least[username], time.process_time() - start)
+    ratio = least["alice"] / least["nobody"]
+    assert 0.5 < ratio < 2
 
 
 def test_login_missing_fields(client: TestClient) -> None:
